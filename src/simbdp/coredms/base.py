@@ -1,0 +1,91 @@
+"""The sink contract: bulk writes of Arrow batches, committed with a ledger entry.
+
+A sink knows nothing of files or brokers. Exactly-once: the rows of one ingestion (a file or
+a micro-batch of messages) and its ledger entry are committed in one transaction; the ledger
+lives in the sink itself, so each sink of a multi-sink table is idempotent on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import pyarrow as pa
+
+from simbdp.profiles.models import SinkSettings, TableSpec, TenantProfile
+
+__all__ = ["SINKS", "LedgerEntry", "Sink", "SinkTransaction", "open_sink", "register_sink"]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """What one committed ingestion leaves in the sink's ledger.
+
+    ``key`` is the content hash of a file (``sha256:...``) or the id of a micro-batch.
+    """
+
+    tenant: str
+    key: str
+    source: str  # file name or "stream:<app>"
+    ingestion_id: str
+    rows: int
+
+
+class SinkTransaction(Protocol):
+    """One open transaction of one tenant on one sink."""
+
+    def write(self, table: TableSpec, batch: pa.RecordBatch) -> None:
+        """Append (or upsert, when the table has a primary key) rows already cast to
+        ``table.arrow_schema()``. Bulk only: no per-row statement. Raises SinkUnavailable."""
+
+    def add_message_ids(self, ids: pa.Array) -> None:
+        """Record stream message ids (strings) in this transaction; committing two
+        transactions that share an id fails with DuplicateMessages (nothing committed)."""
+
+    def commit(self, entry: LedgerEntry) -> None:
+        """Insert the ledger entry and commit everything written. Raises DuplicateIngestion if
+        ``entry.key`` is already in the ledger (nothing is committed then)."""
+
+    def rollback(self) -> None: ...
+
+
+class Sink(Protocol):
+    """A coredms engine for all tenants. Safe to use from one process; open one per process."""
+
+    name: ClassVar[str]
+
+    def ensure_tables(self, profile: TenantProfile) -> None:
+        """Create the tenant's namespace, tables and ledger if missing (idempotent)."""
+
+    def ledger_lookup(self, tenant: str, key: str) -> LedgerEntry | None:
+        """The committed ledger entry with this key, or None."""
+
+    def seen_message_ids(self, tenant: str, ids: pa.Array) -> pa.Array:
+        """The subset of ``ids`` already committed for this tenant (vectorised lookup)."""
+
+    def begin(self, profile: TenantProfile) -> SinkTransaction:
+        """Open a write transaction for one tenant. DuckDB holds the tenant's writer lock
+        until commit or rollback."""
+
+    def read_rows(self, profile: TenantProfile, table: str, limit: int = 100,
+                  where: dict[str, str] | None = None) -> pa.Table:
+        """Read rows of a tenant table (read-only), equality filters on columns."""
+
+    def count_rows(self, profile: TenantProfile, table: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+SINKS: dict[str, type] = {}
+
+
+def register_sink(cls: type) -> type:
+    SINKS[cls.name] = cls
+    return cls
+
+
+def open_sink(settings: SinkSettings) -> Sink:
+    """Instantiate the sink registered for ``settings.kind``."""
+    from simbdp.coredms import duckdb_sink, lake, postgres  # noqa: F401  (registers sinks)
+
+    return SINKS[settings.kind](settings)

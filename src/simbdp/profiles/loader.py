@@ -1,0 +1,133 @@
+"""Load the platform config and tenant profiles from YAML or JSON, with clear errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from simbdp.errors import ConfigError
+from simbdp.profiles.models import PlatformConfig, TenantProfile
+
+__all__ = [
+    "Platform",
+    "check_profiles",
+    "load_platform",
+    "load_profile",
+    "save_profile",
+]
+
+M = TypeVar("M", bound=BaseModel)
+PROFILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass
+class Platform:
+    """The platform config and every tenant profile, read once and passed down."""
+
+    config: PlatformConfig
+    tenants: dict[str, TenantProfile] = field(default_factory=dict)
+
+    def tenant(self, tenant_id: str) -> TenantProfile:
+        try:
+            return self.tenants[tenant_id]
+        except KeyError:
+            raise ConfigError(f"unknown tenant {tenant_id!r}") from None
+
+
+def _read(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}", [(str(path), "", str(e))]) from e
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {e}",
+                          [(str(path), "", f"syntax: {e}")]) from e
+
+
+def _validate(model: type[M], data: Any, path: Path, **extra: Any) -> M:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level",
+                          [(str(path), "", "expected a mapping at the top level")])
+    try:
+        return model.model_validate({**data, **extra})
+    except ValidationError as e:
+        problems = [
+            (str(path), ".".join(str(p) for p in err["loc"]) or "(top)", err["msg"])
+            for err in e.errors()
+        ]
+        lines = "\n".join(f"  {f}: {loc}: {msg}" for f, loc, msg in problems)
+        raise ConfigError(f"{path}: {len(problems)} error(s)\n{lines}", problems) from e
+
+
+def load_profile(path: Path) -> TenantProfile:
+    """Read and validate one tenant profile; raise ConfigError listing every problem."""
+    profile = _validate(TenantProfile, _read(path), path)
+    if path.stem != profile.tenant_id:
+        raise ConfigError(
+            f"{path}: tenant_id {profile.tenant_id!r} does not match the file name",
+            [(str(path), "tenant_id", "must match the file name")],
+        )
+    return profile
+
+
+def save_profile(config: PlatformConfig, profile: TenantProfile) -> Path:
+    config.tenants_dir.mkdir(parents=True, exist_ok=True)
+    path = config.tenants_dir / f"{profile.tenant_id}.yaml"
+    data = profile.model_dump(mode="json", exclude_defaults=True, exclude={"namespace"})
+    if profile.namespace != profile.tenant_id:
+        data["namespace"] = profile.namespace
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _profile_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.suffix in PROFILE_SUFFIXES and p.is_file())
+
+
+def check_profiles(path: Path) -> tuple[list[TenantProfile], list[tuple[str, str, str]]]:
+    """Validate a profile file or a folder of them; return the good ones and every problem."""
+    good: list[TenantProfile] = []
+    problems: list[tuple[str, str, str]] = []
+    for p in _profile_files(path):
+        try:
+            good.append(load_profile(p))
+        except ConfigError as e:
+            problems.extend(e.problems or [(str(p), "", str(e))])
+    return good, problems
+
+
+def load_platform(home: Path) -> Platform:
+    """Load ``home/platform.yaml`` (optional) and every profile under ``home/tenants``.
+
+    Raises ConfigError listing every problem found, in every file.
+    """
+    home = home.resolve()
+    cfg_path = next((home / f"platform{s}" for s in PROFILE_SUFFIXES
+                     if (home / f"platform{s}").exists()), None)
+    data = _read(cfg_path) if cfg_path else {}
+    config = _validate(PlatformConfig, data or {}, cfg_path or home, home=home)
+    tenants: dict[str, TenantProfile] = {}
+    if config.tenants_dir.exists():
+        good, problems = check_profiles(config.tenants_dir)
+        if problems:
+            lines = "\n".join(f"  {f}: {loc}: {msg}" for f, loc, msg in problems)
+            raise ConfigError(f"invalid tenant profiles:\n{lines}", problems)
+        tenants = {p.tenant_id: p for p in good}
+    unknown = [(t.tenant_id, tbl.name, s) for t in tenants.values() for tbl in t.tables
+               for s in tbl.sinks if s not in config.sinks]
+    if unknown:
+        problems = [(str(config.tenants_dir / f"{t}.yaml"), f"tables.{tbl}.sinks",
+                     f"unknown sink {s!r}") for t, tbl, s in unknown]
+        raise ConfigError("profiles name unknown sinks", problems)
+    return Platform(config=config, tenants=tenants)
