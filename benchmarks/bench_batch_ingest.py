@@ -1,0 +1,169 @@
+"""Batch ingestion benchmark: simbdp's whole path beside the bare engines, in one run.
+
+    python benchmarks/bench_batch_ingest.py [--rows 1000000] [--big-gb 2] [--pg DSN]
+
+Measures, on a generated Reddit-comments CSV:
+- DuckDB: ``INSERT INTO t SELECT * FROM read_csv(...)`` (bare) vs simbdp (staging folder,
+  watcher, identity app, cast, ledger), unkeyed and keyed on (subreddit, id);
+- PostgreSQL: ``psql \\copy`` (bare) vs simbdp into the PostgreSQL sink;
+- a per-row INSERT loader (the seeds' way) on a sample, as a ratio;
+- peak RSS of the manager and its workers on a big file (``--big-gb``, 0 to skip);
+- two tenants at once vs one tenant doing the same total work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import psycopg
+
+from benchmarks.common import REDDIT_DDL, peak_rss, reddit_csv, timed
+from simbdp.batch import BatchIngestManager
+from simbdp.datagen import write_reddit_csv
+from simbdp.state import StateStore
+from simbdp.testing import REDDIT_TABLE, make_platform, tenant_profile
+
+IDENTITY_APP = "def identity(data, ctx):\n    return data\n"
+
+
+def _profile(tenant: str, keyed: bool, sink: str = "default", app: bool = True) -> dict:
+    table = {**REDDIT_TABLE, "sinks": [sink]}
+    if keyed:
+        table["primary_key"] = ["subreddit", "id"]
+    apps = [{"name": "identity", "entrypoint": "identity:identity", "tables": ["comments"],
+             "memory_mb": 2048, "timeout_secs": 600}] if app else []
+    return tenant_profile(tenant, tables=[table], apps=apps)
+
+
+def simbdp_run(files: dict[str, list[Path]], *, keyed: bool, sink: dict | None = None,
+               workers: int = 2) -> tuple[float, float]:
+    """Drop files into staging folders, serve until all are done; (seconds, peak RSS MB)."""
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "data") as tmp:
+        sinks = {"bench": sink} if sink else {}
+        sink_name = "bench" if sink else "default"
+        tenants = [_profile(t, keyed, sink_name) for t in files]
+        platform = make_platform(Path(tmp) / "home", tenants, sinks=sinks, workers=workers,
+                                 stable_secs=0.0, rescan_secs=0.2,
+                                 apps={t: {"identity.py": IDENTITY_APP} for t in files})
+        store = StateStore.open(platform.config)
+        manager = BatchIngestManager(platform, store)
+        for tenant, paths in files.items():
+            for p in paths:
+                # a hard link: "dropping" the file costs no copy
+                (platform.config.staging_dir(tenant) / p.name).hardlink_to(p)
+        stop = threading.Event()
+        with peak_rss() as mem:
+            t0 = time.perf_counter()
+            manager.serve(stop, idle_exit=True)
+            secs = time.perf_counter() - t0
+        bad = [r for r in store.records() if r["outcome"] != "processed"]
+        if bad:
+            raise SystemExit(f"benchmark ingestion failed: {bad[0]['reason']}")
+        return secs, mem["peak_mb"]
+
+
+def duckdb_bare(csv: Path, keyed: bool) -> float:
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "data") as tmp:
+        con = duckdb.connect(str(Path(tmp) / "bare.duckdb"))
+        pk = ", PRIMARY KEY (subreddit, id)" if keyed else ""
+        con.execute(f"CREATE TABLE t ({REDDIT_DDL}{pk})")
+        secs = timed(lambda: con.execute(f"INSERT INTO t SELECT * FROM read_csv('{csv}')"))
+        con.close()
+        return secs
+
+
+def psql_copy(csv: Path, dsn: str) -> float:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS bench_copy")
+        c.execute(f"CREATE TABLE bench_copy ({REDDIT_DDL.replace('VARCHAR', 'text')})")
+    secs = timed(lambda: subprocess.run(
+        ["psql", dsn, "-q", "-c", f"\\copy bench_copy FROM '{csv}' WITH (FORMAT csv, HEADER)"],
+        check=True))
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("DROP TABLE bench_copy")
+    return secs
+
+
+def per_row_insert(csv: Path, dsn: str, rows: int = 20_000) -> float:
+    """Rows/s of the seeds' loader: one INSERT per row, one commit at the end."""
+    import csv as csvmod
+
+    with psycopg.connect(dsn) as c, open(csv, newline="") as f:
+        c.execute("DROP TABLE IF EXISTS bench_rows")
+        c.execute(f"CREATE TABLE bench_rows ({REDDIT_DDL.replace('VARCHAR', 'text')})")
+        reader = csvmod.reader(f)
+        next(reader)
+        t0 = time.perf_counter()
+        for i, row in enumerate(reader):
+            if i >= rows:
+                break
+            c.execute("INSERT INTO bench_rows VALUES (%s, %s, %s, %s, %s, %s, %s)", row)
+        c.commit()
+        secs = time.perf_counter() - t0
+        c.execute("DROP TABLE bench_rows")
+        c.commit()
+    return rows / secs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--big-gb", type=float, default=2.0)
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = ap.parse_args()
+    Path(__file__).parent.joinpath("data").mkdir(exist_ok=True)
+    csv = reddit_csv(args.rows)
+    mb = csv.stat().st_size / 1e6
+    n = args.rows
+    print(f"# batch benchmark: {n:,} rows, {mb:.0f} MB CSV\n")
+    print("| what | seconds | rows/s | vs bare |")
+    print("| --- | ---: | ---: | ---: |")
+
+    def row(name: str, secs: float, bare: float | None = None) -> None:
+        ratio = f"{bare / secs:.0%}" if bare else "-"
+        print(f"| {name} | {secs:.2f} | {n / secs:,.0f} | {ratio} |", flush=True)
+
+    for keyed in (False, True):
+        label = "keyed (subreddit, id)" if keyed else "unkeyed"
+        bare = duckdb_bare(csv, keyed)
+        row(f"DuckDB read_csv, {label} (bare)", bare)
+        ours, _ = simbdp_run({"acme": [csv]}, keyed=keyed)
+        row(f"simbdp -> DuckDB, {label}", ours, bare)
+    bare = psql_copy(csv, args.pg)
+    row("psql \\copy (bare)", bare)
+    ours, _ = simbdp_run({"acme": [csv]}, keyed=False, sink={"kind": "postgres", "dsn": args.pg})
+    row("simbdp -> PostgreSQL, unkeyed", ours, bare)
+    ours_keyed, _ = simbdp_run({"acme": [csv]}, keyed=True,
+                               sink={"kind": "postgres", "dsn": args.pg})
+    row("simbdp -> PostgreSQL, keyed (subreddit, id)", ours_keyed)
+    rps = per_row_insert(csv, args.pg)
+    print(f"\nper-row INSERT loader: {rps:,.0f} rows/s; simbdp -> PostgreSQL is "
+          f"{n / ours / rps:.0f}x faster")
+
+    half = reddit_csv(n // 2)
+    second = half.with_name(f"reddit-{n // 2}-b.csv")
+    if not second.exists():
+        write_reddit_csv(second, n // 2, seed=1)
+    one, _ = simbdp_run({"acme": [half, second]}, keyed=False)
+    two, _ = simbdp_run({"acme": [half], "beta": [second]}, keyed=False)
+    print(f"\none tenant, 2 files of {n // 2:,} rows: {one:.2f} s; two tenants, one file each "
+          f"at once: {two:.2f} s; ratio {two / one:.2f} (target <= 1.2)")
+
+    if args.big_gb > 0:
+        rows = int(args.big_gb * 1e9 / (mb * 1e6 / n))
+        big = reddit_csv(rows)
+        secs, peak = simbdp_run({"acme": [big]}, keyed=False)
+        print(f"\n{big.stat().st_size / 1e9:.2f} GB file ({rows:,} rows): {secs:.1f} s, "
+              f"peak RSS of manager + workers {peak:.0f} MB (target < 600 MB)")
+    shutil.rmtree(Path(__file__).parent / "data" / "tmp", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Shared helpers of the benchmarks: data files, timing, peak RSS of a process tree."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+from simbdp.datagen import write_reddit_csv
+
+DATA = Path(__file__).parent / "data"
+REDDIT_DDL = ("created_utc BIGINT, ups BIGINT, subreddit VARCHAR NOT NULL, id VARCHAR NOT NULL, "
+              "author VARCHAR, score BIGINT, body VARCHAR")
+
+
+def reddit_csv(rows: int) -> Path:
+    """A cached generated Reddit-comments CSV with ``rows`` rows."""
+    path = DATA / f"reddit-{rows}.csv"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        write_reddit_csv(tmp, rows)
+        tmp.replace(path)
+    return path
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+@contextmanager
+def peak_rss(pid: int | None = None, interval: float = 0.05) -> Iterator[dict[str, float]]:
+    """Sample the RSS of a process and all its descendants; yields {'peak_mb': ...}."""
+    proc = psutil.Process(pid)
+    out = {"peak_mb": 0.0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            total = 0
+            try:
+                procs = [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                procs = [proc]
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            out["peak_mb"] = max(out["peak_mb"], total / 1e6)
+            stop.wait(interval)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        t.join()

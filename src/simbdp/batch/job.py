@@ -1,0 +1,201 @@
+"""One file's ingestion, run in a worker process: read -> app -> conform -> sinks -> commit.
+
+The rows of the file and its ledger entry (content hash) are committed in one transaction per
+sink; if the process dies before that, nothing of the file is in the sink.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from simbdp.apps import AppContext, AppRunner
+from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction, open_sink
+from simbdp.errors import DuplicateIngestion, Rejected, SimbdpError, TerminalError
+from simbdp.formats import ReadOptions, detect_format, read_batches
+from simbdp.profiles.models import AppSpec, PlatformConfig, TableSpec, TenantProfile
+from simbdp.profiles.types import arrow_type
+from simbdp.quality import conform, dedupe_last, write_rejected
+
+__all__ = ["FileJob", "JobResult", "content_key", "run_file_job"]
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """A file accepted for ingestion; ``record_id`` is the attempt's ingestion record."""
+
+    record_id: str
+    tenant: str
+    path: Path
+    nbytes: int
+    attempt: int = 1
+    quota_day: str = ""
+
+
+@dataclass
+class JobResult:
+    """What a worker reports back to the manager."""
+
+    outcome: str  # processed | duplicate | failed | retry
+    reason: str | None = None
+    code: str | None = None
+    content_key: str | None = None
+    rows_in: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    read_secs: float = 0.0
+    app_secs: float = 0.0
+    write_secs: float = 0.0
+    rejected_rows_file: str | None = None
+    #: on a ledger hit: the ingestion id that committed the same content
+    ledger_ingestion_id: str | None = None
+    rule_failures: dict[str, int] = field(default_factory=dict)
+
+
+def content_key(path: Path) -> str:
+    with path.open("rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _read_options(config: PlatformConfig, profile: TenantProfile, name: str,
+                  app: AppSpec | None, tables: list[str]) -> ReadOptions:
+    detected = detect_format(name)
+    if detected is None:
+        raise Rejected(f"tenant {profile.tenant_id!r}: {name!r}: unknown file type", "file_type")
+    ftype, compression = detected
+    if app is not None:
+        pinned = {c: arrow_type(t) for c, t in app.input_columns.items()}
+    else:
+        # the file maps straight to the table: read its columns as text and let conform cast
+        # them, so a bad value rejects its row instead of failing the whole file
+        pinned = {c: pa.string() for c in profile.table(tables[0]).column_names}
+    return ReadOptions(file_type=ftype, compression=compression, csv=profile.csv,
+                       column_types=pinned if ftype == "csv" else {},
+                       block_bytes=int(config.chunk_bytes))
+
+
+def _timed(it: Iterator[pa.RecordBatch], result: JobResult) -> Iterator[pa.RecordBatch]:
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            result.read_secs += time.perf_counter() - t0
+            return
+        result.read_secs += time.perf_counter() - t0
+        yield batch
+
+
+def run_file_job(config: PlatformConfig, profile: TenantProfile, job: FileJob) -> JobResult:
+    """Ingest one file; never raises for bad input: the outcome says what happened."""
+    result = JobResult(outcome="failed")
+    try:
+        _run(config, profile, job, result)
+    except DuplicateIngestion as e:
+        result.outcome, result.reason, result.code = "duplicate", str(e), e.code
+    except Rejected as e:
+        result.outcome, result.reason, result.code = "rejected", str(e), e.code
+    except TerminalError as e:
+        result.outcome, result.reason, result.code = "failed", str(e), e.code
+    except SimbdpError as e:  # transient: sink or lock unavailable
+        result.outcome, result.reason, result.code = "retry", str(e), e.code
+    return result
+
+
+def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: JobResult) -> None:
+    tenant, name = profile.tenant_id, job.path.name
+    route = profile.route_file(name)
+    if route is None:
+        raise Rejected(f"tenant {tenant!r}: {name!r}: no app or table takes this file", "no_route")
+    app, table_names = route
+    tables = {t: profile.table(t) for t in table_names}
+    result.content_key = key = content_key(job.path)
+
+    sinks: dict[str, Sink] = {}
+    with ExitStack() as stack:
+        for sink_name in sorted({s for t in tables.values() for s in t.sinks}):
+            sink = open_sink(config.sinks[sink_name])
+            stack.callback(sink.close)
+            sink.ensure_tables(profile)
+            hit = sink.ledger_lookup(profile, key)
+            if hit is None:
+                sinks[sink_name] = sink
+            else:
+                result.ledger_ingestion_id = hit.ingestion_id
+        if not sinks:
+            raise DuplicateIngestion(
+                f"tenant {tenant!r}: {name!r} has the same content as {hit.source!r}, "
+                f"already ingested (ingestion {hit.ingestion_id}); nothing loaded")
+        options = _read_options(config, profile, name, app, table_names)
+        runner = None
+        if app is not None:
+            runner = stack.enter_context(AppRunner(config.apps_dir(tenant), app, tenant))
+        txns: dict[str, SinkTransaction] = {n: s.begin(profile) for n, s in sinks.items()}
+        stack.callback(_rollback_all, txns)
+        rejected_file = config.tenant_dir(tenant) / "rejected-rows" / f"{job.record_id}-{name}.csv"
+        for i, batch in enumerate(_timed(read_batches(job.path, options), result)):
+            result.rows_in += batch.num_rows
+            t0 = time.perf_counter()
+            if runner is not None:
+                ctx = AppContext(tenant=tenant, app=app.name, source=name,
+                                 tables=tuple(table_names), chunk=i)
+                outputs = runner.call(batch, ctx)
+            else:
+                outputs = {table_names[0]: pa.Table.from_batches([batch])}
+            t1 = time.perf_counter()
+            result.app_secs += t1 - t0
+            for tname, data in outputs.items():
+                _write(tables[tname], data, name, txns, result, rejected_file)
+            result.write_secs += time.perf_counter() - t1
+        t0 = time.perf_counter()
+        loaded = result.rows_loaded // max(1, len(tables))
+        for sink_name, txn in list(txns.items()):
+            txn.commit(LedgerEntry(tenant=tenant, key=key, source=name,
+                                   ingestion_id=job.record_id, rows=loaded))
+            del txns[sink_name]
+        result.write_secs += time.perf_counter() - t0
+        _fault_point(config, "batch_after_commit")
+        result.outcome = "processed"
+        if result.rows_rejected:
+            result.rejected_rows_file = str(rejected_file)
+
+
+def _write(table: TableSpec, data: pa.Table, source: str, txns: dict[str, SinkTransaction],
+           result: JobResult, rejected_file: Path) -> None:
+    conformed = conform(data, table, source)
+    good = conformed.good
+    if table.primary_key and good.num_rows:
+        good = dedupe_last(good, table.primary_key)
+    if good.num_rows:
+        for sink_name in table.sinks:
+            if sink_name in txns:
+                txns[sink_name].write(table, good)
+    result.rows_loaded += conformed.rows_good
+    result.rows_rejected += conformed.rows_rejected
+    for rule, n in conformed.rule_failures.items():
+        result.rule_failures[rule] = result.rule_failures.get(rule, 0) + n
+    if conformed.rows_rejected:
+        rejected_file.parent.mkdir(parents=True, exist_ok=True)
+        write_rejected(conformed.rejected, rejected_file)
+
+
+def _fault_point(config: PlatformConfig, name: str) -> None:
+    """Crash here if ``<home>/.faults/<name>`` exists: lets tests kill a worker at the worst
+    moment (after the sink commit, before the manager hears of it)."""
+    if (config.home / ".faults" / name).exists():
+        os._exit(137)
+
+
+def _rollback_all(txns: dict[str, SinkTransaction]) -> None:
+    for txn in txns.values():
+        try:
+            txn.rollback()
+        except SimbdpError:
+            pass

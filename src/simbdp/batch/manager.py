@@ -1,0 +1,368 @@
+"""The batchingestmanager: checks constraints, schedules files fairly, runs them in workers.
+
+Every file that reaches a staging folder ends in ``processed/``, ``rejected/`` or ``failed/``
+with a reason file, and every attempt leaves an ingestion record. A worker runs one file in
+its own process; if it dies (crash, SIGKILL), its transaction never committed, the file is
+still in staging and is retried, up to ``job_attempts`` times.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from simbdp.batch.job import FileJob, JobResult, run_file_job
+from simbdp.batch.scheduler import FairQueue
+from simbdp.batch.staging import (
+    FileTracker,
+    check_inside,
+    check_name,
+    ignored,
+    move_to_outcome,
+    prepare_tenant_dirs,
+)
+from simbdp.batch.watcher import StagingWatcher
+from simbdp.errors import Rejected
+from simbdp.formats import detect_format
+from simbdp.observe.logs import get_logger
+from simbdp.profiles.loader import Platform
+from simbdp.profiles.models import TenantProfile
+from simbdp.state import StateStore, today
+
+__all__ = ["BatchIngestManager", "Submission"]
+
+_RETRY_BASE_SECS = 0.5
+
+
+@dataclass
+class Submission:
+    """The manager's answer for one file: accepted (with its record) or rejected (why)."""
+
+    path: Path
+    record_id: str
+    accepted: bool
+    reason: str | None = None
+
+
+@dataclass
+class _Running:
+    job: FileJob
+    process: Any
+    conn: Connection
+    started: float
+
+
+def _worker(config: Any, profile: TenantProfile, job: FileJob, conn: Connection) -> None:
+    try:
+        result = run_file_job(config, profile, job)
+    except Exception as e:  # a bug in the platform: fail this file, keep the manager up
+        result = JobResult(outcome="failed", reason=f"internal error: {type(e).__name__}: {e}",
+                           code="internal")
+    conn.send(result)
+    conn.close()
+
+
+class BatchIngestManager:
+    """Runs batch ingestion for every tenant of a platform."""
+
+    def __init__(self, platform: Platform, store: StateStore):
+        self.platform, self.config, self.store = platform, platform.config, store
+        self.queue: FairQueue[FileJob] = FairQueue(per_tenant=self._tenant_limit)
+        self.tracker = FileTracker(self.config.stable_secs)
+        self.log = get_logger("simbdp.batch")
+        self._running: dict[int, _Running] = {}
+        self._retries: list[tuple[float, FileJob]] = []
+        self._taken: set[Path] = set()  # queued, running or waiting for a retry
+        self._ctx = mp.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["simbdp.batch.job"])
+        for tenant in platform.tenants:
+            prepare_tenant_dirs(self.config, tenant)
+
+    def _tenant_limit(self, tenant: str) -> int:
+        # DuckDB takes one writer per database file: a second job of the same tenant would
+        # only wait for the first one's lock while holding a worker
+        profile = self.platform.tenants[tenant]
+        kinds = {self.config.sinks[s].kind for t in profile.tables for s in t.sinks}
+        return 1 if "duckdb" in kinds else self.config.workers
+
+    # recovery ------------------------------------------------------------------------------
+    def recover(self) -> int:
+        """After a restart: attempts left running are interrupted and their quota released;
+        their files are still in staging and the next scan takes them again."""
+        rows = self.store.interrupt_running("the manager stopped before this attempt finished")
+        for r in rows:
+            if r["quota_day"]:
+                self.store.release_files(r["tenant"], r["quota_day"], 1, r["bytes"])
+        if rows:
+            self.log.info("recovered", interrupted=len(rows))
+        return len(rows)
+
+    # intake --------------------------------------------------------------------------------
+    def submit(self, tenant: str, paths: list[Path]) -> list[Submission]:
+        """Check and queue files that are in the tenant's staging folder.
+
+        An explicit request (a CLI call or an upload) of more files than the profile allows
+        in one ingestion is rejected as a whole.
+        """
+        profile = self.platform.tenant(tenant)
+        limit = profile.batch.max_files_per_ingestion
+        if len(paths) > limit:
+            reason = (f"tenant {tenant!r}: {len(paths)} files in one ingestion; "
+                      f"the profile allows {limit}")
+            return [self._reject(tenant, p, Rejected(reason, "too_many_files")) for p in paths]
+        return [self._submit_one(profile, p) for p in paths]
+
+    def _submit_one(self, profile: TenantProfile, path: Path) -> Submission:
+        tenant = profile.tenant_id
+        try:
+            nbytes = self._check(profile, path)
+        except Rejected as e:
+            return self._reject(tenant, path, e)
+        day = today()
+        if not self.store.reserve_files(tenant, day, 1, nbytes, profile.batch.max_files_per_day,
+                                        int(profile.batch.max_bytes_per_day)):
+            used = self.store.usage(tenant, day)
+            return self._reject(tenant, path, Rejected(
+                f"tenant {tenant!r}: {path.name!r} ({nbytes} bytes) is over the daily quota: "
+                f"{used['files']}/{profile.batch.max_files_per_day} files and "
+                f"{used['bytes']}/{int(profile.batch.max_bytes_per_day)} bytes used today",
+                "quota_exceeded"), nbytes)
+        route = profile.route_file(path.name)
+        app = route[0].name if route and route[0] else None
+        rid = self.store.start_record(tenant, "batch", path.name, bytes=nbytes, app=app,
+                                      quota_day=day)
+        job = FileJob(record_id=rid, tenant=tenant, path=path, nbytes=nbytes, quota_day=day)
+        self._taken.add(path)
+        self.queue.push(tenant, job)
+        self.log.info("accepted", tenant=tenant, file=path.name, bytes=nbytes, record=rid)
+        return Submission(path, rid, True)
+
+    def _check(self, profile: TenantProfile, path: Path) -> int:
+        tenant, name = profile.tenant_id, path.name
+        if not profile.enabled:
+            raise Rejected(f"tenant {tenant!r} is disabled", "tenant_disabled")
+        check_name(tenant, name)
+        check_inside(tenant, path, self.config.staging_dir(tenant))
+        detected = detect_format(name)
+        if detected is None or detected[0] not in profile.batch.file_types:
+            allowed = ", ".join(profile.batch.file_types)
+            kind = detected[0] if detected else "unknown"
+            raise Rejected(f"tenant {tenant!r}: {name!r}: file type {kind!r} is not allowed "
+                           f"(allowed: {allowed})", "file_type")
+        nbytes = path.stat().st_size
+        if nbytes == 0:
+            raise Rejected(f"tenant {tenant!r}: {name!r} is empty", "empty_file")
+        if nbytes > profile.batch.max_file_bytes:
+            raise Rejected(f"tenant {tenant!r}: {name!r} is {nbytes} bytes, over the limit of "
+                           f"{int(profile.batch.max_file_bytes)} bytes per file", "file_too_big")
+        if profile.route_file(name) is None:
+            raise Rejected(f"tenant {tenant!r}: {name!r}: no app or table takes this file "
+                           "(name it after a table or match an app's file_pattern)", "no_route")
+        return nbytes
+
+    def _reject(self, tenant: str, path: Path, err: Rejected, nbytes: int | None = None
+                ) -> Submission:
+        if nbytes is None:
+            try:
+                nbytes = path.lstat().st_size
+            except OSError:
+                nbytes = 0
+        rid = self.store.add_record(tenant, "batch", path.name, "rejected", reason=str(err),
+                                    bytes=nbytes)
+        move_to_outcome(self.config, tenant, path, "rejected",
+                        {"reason": str(err), "code": err.code, "record": rid})
+        self.tracker.forget(path)
+        self.log.warning("rejected", tenant=tenant, file=path.name, code=err.code,
+                         reason=str(err), record=rid)
+        return Submission(path, rid, False, str(err))
+
+    def scan(self) -> int:
+        """Look at every staging folder; submit files that are complete. Returns how many."""
+        n = 0
+        for tenant, profile in self.platform.tenants.items():
+            staging = self.config.staging_dir(tenant)
+            ready: list[Path] = []
+            try:
+                entries = sorted(os.scandir(staging), key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                path = Path(entry.path)
+                if ignored(entry.name) or path in self._taken or entry.is_dir(follow_symlinks=False):
+                    continue
+                if self.tracker.ready(path):
+                    ready.append(path)
+            # files dropped together: at most max_files_per_ingestion per scan, others wait
+            for path in ready[: profile.batch.max_files_per_ingestion]:
+                self.tracker.forget(path)
+                self._submit_one(profile, path)
+                n += 1
+        return n
+
+    # running -------------------------------------------------------------------------------
+    def pump(self) -> None:
+        """Start queued jobs while workers are free."""
+        now = time.monotonic()
+        due = [j for t, j in self._retries if t <= now]
+        self._retries = [(t, j) for t, j in self._retries if t > now]
+        for job in due:
+            self.queue.push(job.tenant, job)
+        while len(self._running) < self.config.workers:
+            item = self.queue.pop()
+            if item is None:
+                return
+            tenant, job = item
+            recv, send = self._ctx.Pipe(duplex=False)
+            proc = self._ctx.Process(
+                target=_worker, args=(self.config, self.platform.tenants[tenant], job, send),
+                name=f"simbdp-job-{tenant}", daemon=True)
+            proc.start()
+            send.close()
+            self._running[proc.sentinel] = _Running(job, proc, recv, time.monotonic())
+            self.log.info("started", tenant=tenant, file=job.path.name, record=job.record_id,
+                          attempt=job.attempt, pid=proc.pid)
+
+    def wait(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for running jobs; finalize those that ended. Returns count."""
+        if not self._running:
+            if timeout > 0:
+                time.sleep(timeout)
+            return 0
+        ended = wait(list(self._running), timeout)
+        for sentinel in ended:
+            self._collect(self._running.pop(sentinel))  # type: ignore[arg-type]
+        return len(ended)
+
+    def _collect(self, run: _Running) -> None:
+        result: JobResult | None = None
+        try:
+            if run.conn.poll():
+                result = run.conn.recv()
+        except (EOFError, OSError):
+            result = None
+        run.process.join(timeout=5)
+        run.conn.close()
+        self.queue.done(run.job.tenant)
+        if result is None:
+            code = run.process.exitcode
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+            result = JobResult(outcome="retry", code="worker_died",
+                               reason=f"the worker ingesting {run.job.path.name!r} died ({how})")
+        self._finalize(run.job, result)
+
+    def _finalize(self, job: FileJob, result: JobResult) -> None:
+        tenant, path = job.tenant, job.path
+        stats = {k: getattr(result, k) for k in ("rows_in", "rows_loaded", "rows_rejected",
+                                                 "read_secs", "app_secs", "write_secs")}
+        outcome = result.outcome
+        if outcome == "duplicate" and self._is_own_commit(job, result):
+            outcome = "processed"
+            result.reason = (f"committed by attempt {result.ledger_ingestion_id} before an "
+                             "interruption; finished now")
+        if outcome == "retry":
+            if job.attempt < self.config.job_attempts:
+                self.store.finish_record(job.record_id, "interrupted", reason=result.reason,
+                                         **stats)
+                rid = self.store.start_record(tenant, "batch", path.name, bytes=job.nbytes,
+                                              attempt=job.attempt + 1, quota_day=job.quota_day)
+                nxt = FileJob(rid, tenant, path, job.nbytes, job.attempt + 1, job.quota_day)
+                delay = _RETRY_BASE_SECS * 2 ** (job.attempt - 1)
+                self._retries.append((time.monotonic() + delay, nxt))
+                self.log.warning("retry", tenant=tenant, file=path.name, reason=result.reason,
+                                 attempt=job.attempt, next_in_secs=delay)
+                return
+            outcome = "failed"
+            result.reason = f"gave up after {job.attempt} attempts: {result.reason}"
+        folder = {"processed": "processed", "duplicate": "rejected", "rejected": "rejected",
+                  "failed": "failed"}[outcome]
+        if outcome in ("duplicate", "rejected"):
+            self.store.release_files(tenant, job.quota_day, 1, job.nbytes)
+        details = {"reason": result.reason, "code": result.code, "record": job.record_id,
+                   "content_key": result.content_key, **stats,
+                   "rejected_rows_file": result.rejected_rows_file,
+                   "quality": result.rule_failures}
+        move_to_outcome(self.config, tenant, path, folder, details)
+        self._taken.discard(path)
+        self.store.finish_record(job.record_id, outcome, reason=result.reason,
+                                 content_key=result.content_key, **stats)
+        log = self.log.info if outcome == "processed" else self.log.warning
+        log(outcome, tenant=tenant, file=path.name, record=job.record_id, reason=result.reason,
+            **stats)
+
+    def _is_own_commit(self, job: FileJob, result: JobResult) -> bool:
+        """A ledger hit from an earlier attempt at this very file that was interrupted after
+        its commit (not a second drop of the same content)."""
+        if result.ledger_ingestion_id is None:
+            return False
+        prior = self.store.record(result.ledger_ingestion_id)
+        return (prior is not None and prior["tenant"] == job.tenant
+                and prior["source"] == job.path.name and prior["outcome"] == "interrupted")
+
+    # loops ---------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return bool(self._running or len(self.queue) or self._retries)
+
+    def run_until_idle(self, timeout_secs: float | None = None) -> None:
+        """Run queued jobs (and their retries) until none is left."""
+        deadline = None if timeout_secs is None else time.monotonic() + timeout_secs
+        while self.busy:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("batch jobs still running at the deadline")
+            self.pump()
+            self.wait(0.2)
+
+    def serve(self, stop: threading.Event, *, idle_exit: bool = False) -> None:
+        """Watch staging folders and ingest until ``stop`` is set; then finish the files in
+        flight (queued ones stay in staging for the next start) and return."""
+        self.recover()
+        watcher = StagingWatcher()
+        for tenant in self.platform.tenants:
+            watcher.watch(tenant, prepare_tenant_dirs(self.config, tenant))
+        watcher.start()
+        next_scan = 0.0
+        try:
+            while not stop.is_set():
+                for _tenant, path, renamed in watcher.drain():
+                    if renamed:
+                        self.tracker.mark_complete(path)
+                    next_scan = min(next_scan, time.monotonic() + self.config.stable_secs)
+                if time.monotonic() >= next_scan:
+                    self.scan()
+                    next_scan = time.monotonic() + min(self.config.rescan_secs,
+                                                       max(self.config.stable_secs, 0.1))
+                    if not self.tracker.pending:
+                        next_scan = time.monotonic() + self.config.rescan_secs
+                self.pump()
+                self.wait(0.1)
+                if idle_exit and not self.busy and not self.tracker.pending:
+                    break
+        finally:
+            watcher.stop()
+            self._drain_on_stop()
+
+    def _drain_on_stop(self) -> None:
+        while self._running:
+            self.wait(0.5)
+        # files queued but not started: their attempt is interrupted, quota released; they
+        # stay in staging and the next start takes them
+        for tenant, job in self._queued_jobs():
+            self.store.finish_record(job.record_id, "interrupted",
+                                     reason="the manager stopped before this file started")
+            self.store.release_files(tenant, job.quota_day, 1, job.nbytes)
+            self._taken.discard(job.path)
+
+    def _queued_jobs(self) -> list[tuple[str, FileJob]]:
+        out = []
+        while (item := self.queue.pop()) is not None:
+            out.append(item)
+            self.queue.done(item[0])
+        out.extend((j.tenant, j) for _, j in self._retries)
+        self._retries.clear()
+        return out

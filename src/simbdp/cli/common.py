@@ -1,0 +1,42 @@
+"""Shared helpers of the CLI: the platform home, loading, printing errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from simbdp.errors import ConfigError
+from simbdp.observe.logs import configure_logging
+from simbdp.profiles import Platform, load_platform
+
+__all__ = ["console", "err_console", "home_path", "load"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def home_path(home: Path | None) -> Path:
+    return (home or Path(os.environ.get("SIMBDP_HOME", ".simbdp"))).resolve()
+
+
+def load(home: Path | None, *, log_console: bool = False) -> Platform:
+    """Load the platform or exit with every config problem printed."""
+    path = home_path(home)
+    try:
+        platform = load_platform(path)
+    except ConfigError as e:
+        print_config_error(e)
+        raise typer.Exit(2) from e
+    configure_logging(platform.config.home / "logs" / "simbdp.jsonl", console=log_console)
+    return platform
+
+
+def print_config_error(e: ConfigError) -> None:
+    if e.problems:
+        for f, loc, msg in e.problems:
+            err_console.print(f"[red]error[/red] {f}: [bold]{loc or '(file)'}[/bold]: {msg}")
+    else:
+        err_console.print(f"[red]error[/red] {e}")

@@ -1,0 +1,97 @@
+"""The ``simbdp`` command."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from simbdp.batch import BatchIngestManager
+from simbdp.batch.staging import prepare_tenant_dirs
+from simbdp.cli.common import console, load
+from simbdp.cli.report import report
+from simbdp.cli.tenants import HOME, tenants_app
+from simbdp.state import StateStore
+
+__all__ = ["app"]
+
+app = typer.Typer(help="simbdp: multi-tenant big-data ingestion platform.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app.add_typer(tenants_app, name="tenants")
+app.command("report")(report)
+
+
+@app.command()
+def ingest(
+    files: list[Path] = typer.Argument(..., help="files to ingest"),
+    tenant: str = typer.Option(..., "--tenant", "-t"),
+    home: Path | None = HOME,
+) -> None:
+    """Ingest files for a tenant once and exit (for scripts). Files are copied to its staging
+    folder first; the originals are left untouched."""
+    platform = load(home)
+    profile = platform.tenant(tenant)
+    staging = prepare_tenant_dirs(platform.config, profile.tenant_id)
+    staged = []
+    for f in files:
+        if not f.is_file():
+            console.print(f"[red]error[/red] {f}: no such file")
+            raise typer.Exit(2)
+        dest = staging / f.name
+        part = staging / f".{f.name}.part"
+        shutil.copyfile(f, part)
+        part.replace(dest)
+        staged.append(dest)
+    store = StateStore.open(platform.config)
+    manager = BatchIngestManager(platform, store)
+    subs = manager.submit(tenant, staged)
+    manager.run_until_idle()
+    t = Table(title=f"tenant {tenant}")
+    for col in ("file", "outcome", "rows loaded", "rows rejected", "reason"):
+        t.add_column(col)
+    ok = True
+    for s in subs:
+        rec = store.record(s.record_id) or {}
+        outcome = rec.get("outcome", "?")
+        ok &= outcome == "processed"
+        t.add_row(s.path.name, outcome, str(rec.get("rows_loaded", 0)),
+                  str(rec.get("rows_rejected", 0)), rec.get("reason") or "")
+    console.print(t)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(home: Path | None = HOME) -> None:
+    """Run the platform until Ctrl-C or SIGTERM; then finish the files in flight and exit."""
+    platform = load(home, log_console=False)
+    store = StateStore.open(platform.config)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        console.print(f"signal {signum}: finishing the files in flight ...")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    console.print(f"simbdp serving {len(platform.tenants)} tenant(s) from {platform.config.home}")
+    BatchIngestManager(platform, store).serve(stop)
+    console.print("stopped")
+
+
+@app.command()
+def demo(
+    keep: Path | None = typer.Option(None, help="use this folder as the demo home and keep it"),
+) -> None:
+    """Run the demo: two tenants, good and bad files, the report and a few rows."""
+    from simbdp.demo import run_demo
+
+    run_demo(keep)
+
+
+if __name__ == "__main__":
+    app()

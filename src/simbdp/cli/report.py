@@ -1,0 +1,69 @@
+"""``simbdp report``: per tenant batch and stream figures from the records."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from simbdp.cli.common import console, load
+from simbdp.observe.report import batch_summary, stream_summary
+from simbdp.state import StateStore
+
+__all__ = ["parse_since", "print_report", "report"]
+
+_REL = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_since(text: str | None) -> float | None:
+    """``30m``, ``2h``, ``1d`` ago, or an ISO date/time."""
+    if text is None:
+        return None
+    m = _REL.match(text.strip())
+    if m:
+        mult = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return time.time() - float(m.group(1)) * mult
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise typer.BadParameter(f"--since {text!r}: use e.g. 30m, 2h, 1d or an ISO date") from None
+
+
+def print_report(store: StateStore, tenant: str | None = None, since: float | None = None
+                 ) -> None:
+    t = Table(title="batch ingestion per tenant")
+    for col in ("tenant", "accepted", "rejected", "failed", "duplicate", "MB", "rows loaded",
+                "rows rejected", "mean s", "p95 s", "MB/s"):
+        t.add_column(col, justify="left" if col == "tenant" else "right")
+    for s in batch_summary(store, tenant, since):
+        t.add_row(s.tenant, str(s.accepted), str(s.rejected), str(s.failed), str(s.duplicate),
+                  f"{s.bytes / 1e6:.2f}", f"{s.rows_loaded:,}", f"{s.rows_rejected:,}",
+                  f"{s.mean_secs:.3f}", f"{s.p95_secs:.3f}", f"{s.mb_per_sec:.1f}")
+    console.print(t)
+    streams = stream_summary(store, tenant, since)
+    if streams:
+        st = Table(title="stream ingestion per tenant and app")
+        for col in ("tenant", "app", "messages", "MB", "rows loaded", "rows rejected",
+                    "mean ms", "p99 ms", "max instances", "scale ups", "scale downs"):
+            st.add_column(col, justify="left" if col in ("tenant", "app") else "right")
+        for s in streams:
+            st.add_row(s.tenant, s.app, f"{s.messages:,}", f"{s.mb:.2f}", f"{s.rows_loaded:,}",
+                       f"{s.rows_rejected:,}", f"{s.latency_mean_ms:.1f}",
+                       f"{s.latency_p99_ms:.1f}", str(s.instances_max), str(s.scale_ups),
+                       str(s.scale_downs))
+        console.print(st)
+
+
+def report(
+    tenant: str | None = typer.Option(None, "--tenant", "-t", help="only this tenant"),
+    since: str | None = typer.Option(None, help="e.g. 30m, 2h, 1d or an ISO date"),
+    home: Path | None = typer.Option(None, envvar="SIMBDP_HOME", help="platform home"),
+) -> None:
+    """Print files accepted/rejected/failed, bytes, rows, mean/p95 time and MB/s per tenant."""
+    platform = load(home)
+    store = StateStore.open(platform.config)
+    print_report(store, tenant, parse_since(since))

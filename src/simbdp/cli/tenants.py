@@ -1,0 +1,82 @@
+"""``simbdp tenants``: check, add, list and show service profiles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from simbdp.batch.staging import prepare_tenant_dirs
+from simbdp.cli.common import console, err_console, home_path, load, print_config_error
+from simbdp.errors import ConfigError
+from simbdp.profiles import check_profiles, load_profile, save_profile
+
+__all__ = ["tenants_app"]
+
+tenants_app = typer.Typer(help="Manage tenant service profiles.", no_args_is_help=True)
+HOME = typer.Option(None, "--home", envvar="SIMBDP_HOME", help="platform home")
+
+
+@tenants_app.command("check")
+def check(path: Path = typer.Argument(..., help="a profile file or a folder of them")) -> None:
+    """Validate profiles; print every error with the file, the field and what is wrong."""
+    if not path.exists():
+        err_console.print(f"[red]error[/red] {path}: no such file or folder")
+        raise typer.Exit(2)
+    good, problems = check_profiles(path)
+    for p in good:
+        console.print(f"[green]ok[/green] {p.tenant_id}")
+    for f, loc, msg in problems:
+        err_console.print(f"[red]error[/red] {f}: [bold]{loc or '(file)'}[/bold]: {msg}")
+    if problems:
+        raise typer.Exit(1)
+
+
+@tenants_app.command("add")
+def add(profile_file: Path, home: Path | None = HOME,
+        app_dir: Path | None = typer.Option(None, help="folder with the tenant's app code")
+        ) -> None:
+    """Validate a profile and install it (with its app code) into the platform."""
+    try:
+        profile = load_profile(profile_file)
+    except ConfigError as e:
+        print_config_error(e)
+        raise typer.Exit(1) from e
+    platform = load(home_path(home))
+    dest = save_profile(platform.config, profile)
+    prepare_tenant_dirs(platform.config, profile.tenant_id)
+    if app_dir is not None:
+        shutil.copytree(app_dir, platform.config.apps_dir(profile.tenant_id), dirs_exist_ok=True)
+    console.print(f"added tenant [bold]{profile.tenant_id}[/bold] ({dest}); staging folder: "
+                  f"{platform.config.staging_dir(profile.tenant_id)}")
+
+
+@tenants_app.command("list")
+def list_(home: Path | None = HOME) -> None:
+    """List tenants with their tables, apps and limits."""
+    platform = load(home)
+    t = Table()
+    for col in ("tenant", "enabled", "tables", "apps", "file types", "max file MB",
+                "files/day", "GB/day"):
+        t.add_column(col)
+    for p in platform.tenants.values():
+        t.add_row(p.tenant_id, "yes" if p.enabled else "no",
+                  ", ".join(x.name for x in p.tables), ", ".join(a.name for a in p.apps) or "-",
+                  ", ".join(p.batch.file_types), f"{p.batch.max_file_bytes / 1e6:g}",
+                  str(p.batch.max_files_per_day), f"{p.batch.max_bytes_per_day / 1e9:g}")
+    console.print(t)
+
+
+@tenants_app.command("show")
+def show(tenant: str, home: Path | None = HOME) -> None:
+    """Print one tenant's profile as JSON."""
+    platform = load(home)
+    try:
+        profile = platform.tenant(tenant)
+    except ConfigError as e:
+        print_config_error(e)
+        raise typer.Exit(1) from e
+    console.print_json(json.dumps(profile.model_dump(mode="json")))

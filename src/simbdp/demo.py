@@ -1,0 +1,140 @@
+"""``simbdp demo``: two tenants of different shapes, good and bad files, then the report."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from rich.table import Table
+
+from simbdp.batch import BatchIngestManager
+from simbdp.cli.common import console
+from simbdp.cli.report import print_report
+from simbdp.coredms.base import open_sink
+from simbdp.datagen import reddit_comments, sensor_readings
+from simbdp.observe.logs import configure_logging
+from simbdp.profiles import load_platform
+from simbdp.state import StateStore
+
+__all__ = ["make_demo_home", "run_demo"]
+
+
+def make_demo_home(home: Path) -> None:
+    """Write the platform config, the two tenant profiles and the Reddit tenant's app."""
+    assets = resources.files("simbdp") / "demo_assets"
+    (home / "tenants").mkdir(parents=True, exist_ok=True)
+    (home / "platform.yaml").write_text(yaml.safe_dump(
+        {"workers": 2, "stable_secs": 0.2, "rescan_secs": 0.5}), encoding="utf-8")
+    for t in ("reddit", "sensors"):
+        (home / "tenants" / f"{t}.yaml").write_text(
+            (assets / f"{t}.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    app_dir = home / "apps" / "reddit"
+    app_dir.mkdir(parents=True, exist_ok=True)
+    (app_dir / "wrangle.py").write_text(
+        (assets / "reddit" / "wrangle.py").read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def _drop(path: Path, data: bytes) -> None:
+    """Write like a well-behaved client: to a .part name, then rename."""
+    part = path.with_name(path.name + ".part")
+    part.write_bytes(data)
+    part.replace(path)
+
+
+def _csv_bytes(table: pa.Table) -> bytes:
+    import pyarrow.csv as pacsv
+
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _drop_files(home: Path) -> int:
+    reddit = home / "data" / "reddit" / "staging"
+    sensors = home / "data" / "sensors" / "staging"
+    n = 0
+    for i in range(4):
+        _drop(reddit / f"comments-{i}.csv", _csv_bytes(reddit_comments(50_000, seed=i,
+                                                                       start_id=i * 50_000)))
+        n += 1
+    _drop(reddit / "comments-4.csv.gz",
+          gzip.compress(_csv_bytes(reddit_comments(20_000, seed=9, start_id=200_000))))
+    good = _csv_bytes(reddit_comments(1000, seed=3, start_id=300_000))
+    _drop(reddit / "comments-again.csv", _csv_bytes(reddit_comments(50_000, seed=0)))  # dup
+    _drop(reddit / "broken.csv", good + b"1,2,three-fields-only\n")  # wrong field count
+    _drop(reddit / "truncated.csv.gz", gzip.compress(good)[:-200])  # cut short
+    _drop(reddit / "notes.xml", b"<xml/>")  # file type not allowed
+    _drop(reddit / "empty.csv", b"")
+    for i in range(3):
+        buf = pa.BufferOutputStream()
+        pq.write_table(sensor_readings(20_000, seed=i), buf)
+        _drop(sensors / f"readings-{i}.parquet", buf.getvalue().to_pybytes())
+    bad = sensor_readings(2000, seed=7).to_pylist()
+    bad[10]["temperature"] = 99.5  # fails the plausibility rule
+    bad[20]["ts"] = "not a time"  # fails the cast
+    lines = "\n".join(__import__("json").dumps(r) for r in bad).encode()
+    _drop(sensors / "readings-3.jsonl", lines)
+    _drop(sensors / "big.jsonl", b'{"station": "x"}\n' * 400_000)  # over the 5 MB limit
+    return n + 13
+
+
+def run_demo(keep: Path | None = None) -> None:
+    started = time.monotonic()
+    home = keep.resolve() if keep else Path(tempfile.mkdtemp(prefix="simbdp-demo-"))
+    try:
+        make_demo_home(home)
+        platform = load_platform(home)
+        configure_logging(home / "logs" / "simbdp.jsonl")
+        store = StateStore.open(platform.config)
+        manager = BatchIngestManager(platform, store)
+        console.rule("simbdp demo")
+        console.print(f"platform home: {home}")
+        console.print("tenants: reddit (CSV + app 'clean', keyed table), "
+                      "sensors (Parquet + JSON lines, quality rules)")
+        count = _drop_files(home)
+        console.print(f"dropped {count} files (some bad) into the staging folders; ingesting ...")
+        stop = threading.Event()
+        manager.serve(stop, idle_exit=True)
+        print_report(store)
+        _print_outcomes(store)
+        _print_rows(platform)
+        console.print(f"demo finished in {time.monotonic() - started:.1f} s; logs: "
+                      f"{home / 'logs' / 'simbdp.jsonl'}")
+    finally:
+        if keep is None:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _print_outcomes(store: StateStore) -> None:
+    t = Table(title="every file and what happened to it")
+    for col in ("tenant", "file", "outcome", "rows", "rejected rows", "reason"):
+        t.add_column(col)
+    for r in sorted(store.records(kind="batch"), key=lambda r: (r["tenant"], r["source"])):
+        t.add_row(r["tenant"], r["source"], r["outcome"], f"{r['rows_loaded']:,}",
+                  str(r["rows_rejected"]), (r["reason"] or "")[:90])
+    console.print(t)
+
+
+def _print_rows(platform) -> None:  # type: ignore[no-untyped-def]
+    for tenant, table in (("reddit", "comments"), ("sensors", "readings")):
+        profile = platform.tenant(tenant)
+        sink = open_sink(platform.config.sinks["default"])
+        try:
+            rows = sink.read_rows(profile, table, limit=3)
+            total = sink.count_rows(profile, table)
+        finally:
+            sink.close()
+        t = Table(title=f"{tenant}.{table}: {total:,} rows; the first 3")
+        for col in rows.column_names:
+            t.add_column(col)
+        for row in rows.to_pylist():
+            t.add_row(*(str(v)[:40] for v in row.values()))
+        console.print(t)

@@ -1,0 +1,48 @@
+"""Structured logs: one JSON object per line, for every decision the platform takes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+__all__ = ["configure_logging", "get_logger"]
+
+
+def configure_logging(log_file: Path | None = None, *, console: bool = False,
+                      level: int = logging.INFO) -> None:
+    """Send JSON-lines logs to ``log_file`` (appended) and, if ``console``, to stderr."""
+    handlers: list[logging.Handler] = []
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    if console:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    root = logging.getLogger("simbdp")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(h)
+    root.setLevel(level)
+    root.propagate = False
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = "simbdp", **bound: Any) -> Any:
+    return structlog.get_logger(name).bind(**bound)

@@ -1,0 +1,116 @@
+"""Reports read from the ingestion records: per tenant, batch and stream."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from simbdp.state import StateStore
+
+__all__ = ["BatchSummary", "StreamSummary", "batch_summary", "stream_summary"]
+
+
+@dataclass
+class BatchSummary:
+    tenant: str
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    duplicate: int = 0
+    bytes: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    mean_secs: float = 0.0
+    p95_secs: float = 0.0
+    mb_per_sec: float = 0.0
+
+
+@dataclass
+class StreamSummary:
+    tenant: str
+    app: str
+    messages: int = 0
+    mb: float = 0.0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    latency_mean_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    instances_max: int = 0
+    scale_ups: int = 0
+    scale_downs: int = 0
+
+
+def _p(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def batch_summary(store: StateStore, tenant: str | None = None,
+                  since: float | None = None) -> list[BatchSummary]:
+    """Files accepted / rejected / failed, bytes, rows, mean and p95 time, MB/s per tenant."""
+    recs = store.records(tenant, kind="batch", since=since, limit=10_000_000)
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:
+        by[r["tenant"]].append(r)
+    out = []
+    for t in sorted(by):
+        s = BatchSummary(tenant=t)
+        secs: list[float] = []
+        for r in by[t]:
+            o = r["outcome"]
+            if o == "processed":
+                s.accepted += 1
+                s.bytes += r["bytes"]
+                secs.append((r["ended_at"] or r["started_at"]) - r["started_at"])
+            elif o == "rejected":
+                s.rejected += 1
+            elif o == "failed":
+                s.failed += 1
+            elif o == "duplicate":
+                s.duplicate += 1
+            s.rows_loaded += r["rows_loaded"]
+            s.rows_rejected += r["rows_rejected"]
+        if secs:
+            s.mean_secs = statistics.fmean(secs)
+            s.p95_secs = _p(secs, 95)
+            total = sum(secs)
+            s.mb_per_sec = s.bytes / 1e6 / total if total > 0 else 0.0
+        out.append(s)
+    return out
+
+
+def stream_summary(store: StateStore, tenant: str | None = None,
+                   since: float | None = None) -> list[StreamSummary]:
+    """Messages, MB, rows, latency and instances over time per tenant and stream app."""
+    reports = store.stream_reports(tenant, since=since, limit=10_000_000)
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in reports:
+        by[(r["tenant"], r["app"])].append(r)
+    decisions = store.decisions(tenant, since=since, limit=1_000_000)
+    out = []
+    for (t, a), rs in sorted(by.items()):
+        s = StreamSummary(tenant=t, app=a)
+        s.messages = sum(r["messages"] for r in rs)
+        s.mb = sum(r["bytes"] for r in rs) / 1e6
+        s.rows_loaded = sum(r["rows_loaded"] for r in rs)
+        s.rows_rejected = sum(r["rows_rejected"] for r in rs)
+        weighted = [(r["latency_mean_ms"], r["messages"]) for r in rs
+                    if r["latency_mean_ms"] is not None and r["messages"]]
+        if weighted:
+            s.latency_mean_ms = sum(v * n for v, n in weighted) / sum(n for _, n in weighted)
+        p99s = [r["latency_p99_ms"] for r in rs if r["latency_p99_ms"] is not None]
+        s.latency_p99_ms = max(p99s) if p99s else 0.0
+        windows: dict[float, set[str]] = defaultdict(set)
+        for r in rs:
+            windows[round(r["window_end"] / 5)].add(r["instance"])
+        s.instances_max = max((len(v) for v in windows.values()), default=0)
+        mine = [d for d in decisions if d["tenant"] == t and d["app"] == a]
+        s.scale_ups = sum(1 for d in mine if d["action"] == "scale_up")
+        s.scale_downs = sum(1 for d in mine if d["action"] == "scale_down")
+        out.append(s)
+    return out

@@ -1,0 +1,81 @@
+"""Tables of the state store (the same DDL runs on SQLite and PostgreSQL)."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ingestions (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    app TEXT,
+    content_key TEXT,
+    bytes BIGINT NOT NULL DEFAULT 0,
+    rows_in BIGINT NOT NULL DEFAULT 0,
+    rows_loaded BIGINT NOT NULL DEFAULT 0,
+    rows_rejected BIGINT NOT NULL DEFAULT 0,
+    messages BIGINT NOT NULL DEFAULT 0,
+    started_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION,
+    read_secs DOUBLE PRECISION NOT NULL DEFAULT 0,
+    app_secs DOUBLE PRECISION NOT NULL DEFAULT 0,
+    write_secs DOUBLE PRECISION NOT NULL DEFAULT 0,
+    latency_p50_ms DOUBLE PRECISION,
+    latency_p99_ms DOUBLE PRECISION,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    quota_day TEXT
+);
+CREATE INDEX IF NOT EXISTS ingestions_tenant_started ON ingestions (tenant, started_at);
+CREATE INDEX IF NOT EXISTS ingestions_outcome ON ingestions (outcome);
+CREATE TABLE IF NOT EXISTS quota_usage (
+    tenant TEXT NOT NULL,
+    day TEXT NOT NULL,
+    files BIGINT NOT NULL DEFAULT 0,
+    bytes BIGINT NOT NULL DEFAULT 0,
+    messages BIGINT NOT NULL DEFAULT 0,
+    stream_bytes BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, day)
+);
+CREATE TABLE IF NOT EXISTS stream_reports (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    app TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    window_start DOUBLE PRECISION NOT NULL,
+    window_end DOUBLE PRECISION NOT NULL,
+    messages BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,
+    rows_loaded BIGINT NOT NULL,
+    rows_rejected BIGINT NOT NULL,
+    latency_mean_ms DOUBLE PRECISION,
+    latency_p99_ms DOUBLE PRECISION,
+    backlog BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stream_reports_tenant ON stream_reports (tenant, app, window_end);
+CREATE TABLE IF NOT EXISTS decisions (
+    id TEXT PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL,
+    tenant TEXT NOT NULL,
+    app TEXT,
+    action TEXT NOT NULL,
+    instances_before INTEGER,
+    instances_after INTEGER,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_tenant ON decisions (tenant, at);
+CREATE TABLE IF NOT EXISTS stream_desired (
+    tenant TEXT NOT NULL,
+    app TEXT NOT NULL,
+    instances INTEGER NOT NULL,
+    paused_reason TEXT,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, app)
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    revoked_at DOUBLE PRECISION
+)
+"""

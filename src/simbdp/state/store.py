@@ -1,0 +1,203 @@
+"""The state store: ingestion records, daily quota usage, stream reports and decisions.
+
+SQLite at ``<home>/state.sqlite`` by default; PostgreSQL when the config names ``state_dsn``.
+Every ingestion attempt (a file or a micro-batch) leaves one row in ``ingestions``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from simbdp.profiles.models import PlatformConfig
+from simbdp.state.db import Database
+from simbdp.state.schema import SCHEMA
+
+__all__ = ["OUTCOMES", "StateStore", "today"]
+
+#: final outcomes of an ingestion attempt; "running" while it is in flight
+OUTCOMES = ("processed", "rejected", "failed", "duplicate", "interrupted")
+
+_RECORD_FIELDS = (
+    "id", "tenant", "kind", "source", "app", "content_key", "bytes", "rows_in", "rows_loaded",
+    "rows_rejected", "messages", "started_at", "ended_at", "read_secs", "app_secs",
+    "write_secs", "latency_p50_ms", "latency_p99_ms", "outcome", "reason", "attempt",
+    "quota_day",
+)
+
+
+def today(at: float | None = None) -> str:
+    """The quota day (UTC) of a timestamp."""
+    return datetime.fromtimestamp(at if at is not None else time.time(), UTC).strftime("%Y-%m-%d")
+
+
+class StateStore:
+    """Records and quotas, shared by every process of one installation."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.db.script(SCHEMA)
+
+    @classmethod
+    def open(cls, config: PlatformConfig) -> StateStore:
+        if config.state_dsn is not None:
+            return cls(Database(dsn=config.state_dsn.get_secret_value()))
+        return cls(Database(sqlite_path=config.home / "state.sqlite"))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # records -----------------------------------------------------------------------------
+    def start_record(self, tenant: str, kind: str, source: str, **fields: Any) -> str:
+        """Insert a ``running`` record and return its id."""
+        rec = {"id": fields.pop("id", None) or uuid.uuid4().hex, "tenant": tenant,
+               "kind": kind, "source": source, "started_at": time.time(),
+               "outcome": "running", **fields}
+        self._insert(rec)
+        return rec["id"]
+
+    def add_record(self, tenant: str, kind: str, source: str, outcome: str,
+                   **fields: Any) -> str:
+        """Insert a finished record (a rejection before any work, a stream micro-batch)."""
+        now = time.time()
+        rec = {"id": uuid.uuid4().hex, "tenant": tenant, "kind": kind, "source": source,
+               "started_at": fields.pop("started_at", now), "ended_at": now,
+               "outcome": outcome, **fields}
+        self._insert(rec)
+        return rec["id"]
+
+    def _insert(self, rec: dict[str, Any]) -> None:
+        unknown = set(rec) - set(_RECORD_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown record fields {sorted(unknown)}")
+        cols = ", ".join(rec)
+        self.db.execute(f"INSERT INTO ingestions ({cols}) VALUES ({', '.join('?' * len(rec))})",
+                        list(rec.values()))
+
+    def finish_record(self, record_id: str, outcome: str, **fields: Any) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}")
+        fields = {"ended_at": time.time(), **fields, "outcome": outcome}
+        unknown = set(fields) - set(_RECORD_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown record fields {sorted(unknown)}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE ingestions SET {sets} WHERE id = ?",
+                        [*fields.values(), record_id])
+
+    def record(self, record_id: str) -> dict[str, Any] | None:
+        rows = self.db.query("SELECT * FROM ingestions WHERE id = ?", [record_id])
+        return rows[0] if rows else None
+
+    def records(self, tenant: str | None = None, *, kind: str | None = None,
+                outcome: str | None = None, since: float | None = None,
+                source: str | None = None, limit: int = 1000,
+                offset: int = 0) -> list[dict[str, Any]]:
+        """Records, newest first, filtered."""
+        where, params = self._where(tenant=tenant, kind=kind, outcome=outcome, source=source)
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(since)
+        sql = "SELECT * FROM ingestions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, id LIMIT ? OFFSET ?"
+        return self.db.query(sql, [*params, limit, offset])
+
+    @staticmethod
+    def _where(**filters: Any) -> tuple[list[str], list[Any]]:
+        where, params = [], []
+        for col, val in filters.items():
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        return where, params
+
+    def interrupt_running(self, reason: str) -> list[dict[str, Any]]:
+        """Mark records left ``running`` by a stopped process as ``interrupted``; return them."""
+        rows = self.db.query("SELECT * FROM ingestions WHERE outcome = 'running'")
+        for r in rows:
+            self.finish_record(r["id"], "interrupted", reason=reason)
+        return rows
+
+    # quotas ------------------------------------------------------------------------------
+    def _ensure_day(self, tenant: str, day: str) -> None:
+        self.db.execute("INSERT INTO quota_usage (tenant, day) VALUES (?, ?) "
+                        "ON CONFLICT DO NOTHING", [tenant, day])
+
+    def reserve_files(self, tenant: str, day: str, files: int, nbytes: int,
+                      max_files: int, max_bytes: int) -> bool:
+        """Atomically reserve daily file and byte quota; False (nothing reserved) if over."""
+        self._ensure_day(tenant, day)
+        changed = self.db.execute(
+            "UPDATE quota_usage SET files = files + ?, bytes = bytes + ? "
+            "WHERE tenant = ? AND day = ? AND files + ? <= ? AND bytes + ? <= ?",
+            [files, nbytes, tenant, day, files, max_files, nbytes, max_bytes])
+        return changed == 1
+
+    def release_files(self, tenant: str, day: str, files: int, nbytes: int) -> None:
+        self.db.execute(
+            "UPDATE quota_usage SET files = files - ?, bytes = bytes - ? "
+            "WHERE tenant = ? AND day = ?", [files, nbytes, tenant, day])
+
+    def add_messages(self, tenant: str, day: str, messages: int, nbytes: int) -> None:
+        self._ensure_day(tenant, day)
+        self.db.execute(
+            "UPDATE quota_usage SET messages = messages + ?, stream_bytes = stream_bytes + ? "
+            "WHERE tenant = ? AND day = ?", [messages, nbytes, tenant, day])
+
+    def usage(self, tenant: str, day: str) -> dict[str, int]:
+        rows = self.db.query("SELECT files, bytes, messages, stream_bytes FROM quota_usage "
+                             "WHERE tenant = ? AND day = ?", [tenant, day])
+        return rows[0] if rows else {"files": 0, "bytes": 0, "messages": 0, "stream_bytes": 0}
+
+    # stream: reports, decisions, desired instances -----------------------------------------
+    def add_stream_report(self, report: dict[str, Any]) -> None:
+        rec = {"id": uuid.uuid4().hex, **report}
+        cols = ", ".join(rec)
+        self.db.execute(
+            f"INSERT INTO stream_reports ({cols}) VALUES ({', '.join('?' * len(rec))})",
+            list(rec.values()))
+
+    def stream_reports(self, tenant: str | None = None, app: str | None = None,
+                       since: float | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
+        where, params = self._where(tenant=tenant, app=app)
+        if since is not None:
+            where.append("window_end >= ?")
+            params.append(since)
+        sql = "SELECT * FROM stream_reports"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return self.db.query(sql + " ORDER BY window_end DESC LIMIT ?", [*params, limit])
+
+    def add_decision(self, tenant: str, app: str | None, action: str, reason: str,
+                     before: int | None = None, after: int | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO decisions (id, at, tenant, app, action, instances_before, "
+            "instances_after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [uuid.uuid4().hex, time.time(), tenant, app, action, before, after, reason])
+
+    def decisions(self, tenant: str | None = None, since: float | None = None,
+                  limit: int = 1000) -> list[dict[str, Any]]:
+        where, params = self._where(tenant=tenant)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        sql = "SELECT * FROM decisions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return self.db.query(sql + " ORDER BY at DESC LIMIT ?", [*params, limit])
+
+    def set_desired(self, tenant: str, app: str, instances: int,
+                    paused_reason: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO stream_desired (tenant, app, instances, paused_reason, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, app) DO UPDATE SET "
+            "instances = excluded.instances, paused_reason = excluded.paused_reason, "
+            "updated_at = excluded.updated_at",
+            [tenant, app, instances, paused_reason, time.time()])
+
+    def desired(self) -> list[dict[str, Any]]:
+        return self.db.query("SELECT * FROM stream_desired ORDER BY tenant, app")

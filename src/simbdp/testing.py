@@ -1,0 +1,70 @@
+"""Helpers for tests and benchmarks: build a platform home in a folder, drop files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simbdp.profiles import Platform, load_platform
+
+__all__ = ["REDDIT_TABLE", "drop", "make_platform", "tenant_profile"]
+
+REDDIT_TABLE: dict[str, Any] = {
+    "name": "comments",
+    "columns": [
+        {"name": "created_utc", "type": "int"},
+        {"name": "ups", "type": "int"},
+        {"name": "subreddit", "type": "text", "nullable": False},
+        {"name": "id", "type": "text", "nullable": False},
+        {"name": "author", "type": "text"},
+        {"name": "score", "type": "int"},
+        {"name": "body", "type": "text"},
+    ],
+}
+
+
+def tenant_profile(tenant_id: str, *, table: dict[str, Any] | None = None,
+                   **overrides: Any) -> dict[str, Any]:
+    """A tenant profile dict with one Reddit-comments table; ``overrides`` replace keys."""
+    base: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "tables": [table or REDDIT_TABLE],
+        "batch": {"file_types": ["csv", "json", "jsonl", "parquet"],
+                  "max_file_bytes": "4GB", "max_files_per_day": 10_000,
+                  "max_bytes_per_day": "100GB", "max_files_per_ingestion": 1000},
+    }
+    for k, v in overrides.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base
+
+
+def make_platform(home: Path, tenants: list[dict[str, Any]], *,
+                  apps: dict[str, dict[str, str]] | None = None, **config: Any) -> Platform:
+    """Write ``platform.yaml``, the tenant profiles and app sources; load the platform.
+
+    ``apps`` maps tenant -> {file name: source}.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = {"workers": 2, "stable_secs": 0.1, "rescan_secs": 0.2, **config}
+    (home / "platform.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    (home / "tenants").mkdir(exist_ok=True)
+    for t in tenants:
+        (home / "tenants" / f"{t['tenant_id']}.yaml").write_text(yaml.safe_dump(t),
+                                                                  encoding="utf-8")
+    for tenant, files in (apps or {}).items():
+        d = home / "apps" / tenant
+        d.mkdir(parents=True, exist_ok=True)
+        for name, src in files.items():
+            (d / name).write_text(src, encoding="utf-8")
+    return load_platform(home)
+
+
+def drop(path: Path, data: bytes) -> Path:
+    """Write a file the way a careful client does: a ``.part`` name, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.part")
+    part.write_bytes(data)
+    part.replace(path)
+    return path

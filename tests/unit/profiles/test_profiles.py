@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from simbdp.cli.main import app
+from simbdp.errors import ConfigError
+from simbdp.profiles import TenantProfile, load_platform, load_profile
+
+GOOD = {
+    "tenant_id": "acme",
+    "tables": [{"name": "comments", "key": "((subreddit, id), ups)",
+                "columns": [{"name": "subreddit", "type": "text"}, {"name": "id", "type": "text"},
+                            {"name": "ups", "type": "int"}, {"name": "body", "type": "string"}]}],
+    "batch": {"file_types": ["csv", "jsonl"], "max_file_bytes": "50MB"},
+}
+
+
+def write(path: Path, data: object) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_seed_002_key_becomes_primary_key():
+    p = TenantProfile.model_validate(GOOD)
+    assert p.table("comments").primary_key == ["subreddit", "id", "ups"]
+    assert p.namespace == "acme"
+    assert p.batch.max_file_bytes == 50_000_000
+    schema = p.table("comments").arrow_schema()
+    assert not schema.field("id").nullable and schema.field("body").nullable
+
+
+def test_invalid_profile_lists_every_error_with_file_and_field(tmp_path):
+    bad = {**GOOD, "tenant_id": "Acme!", "batch": {"file_types": ["xml"], "max_file_bytes": "x"}}
+    path = write(tmp_path / "acme.yaml", bad)
+    with pytest.raises(ConfigError) as e:
+        load_profile(path)
+    fields = {loc for _, loc, _ in e.value.problems}
+    assert {"tenant_id", "batch.file_types.0", "batch.max_file_bytes"} <= fields
+    assert all(f == str(path) for f, _, _ in e.value.problems)
+
+
+def test_unknown_type_and_bad_key_columns(tmp_path):
+    bad = {"tenant_id": "acme", "tables": [{"name": "t", "primary_key": ["nope"],
+                                            "columns": [{"name": "a", "type": "blob"}]}]}
+    with pytest.raises(ConfigError) as e:
+        load_profile(write(tmp_path / "acme.yaml", bad))
+    text = str(e.value)
+    assert "unknown column type 'blob'" in text
+
+
+def test_app_must_target_known_tables():
+    with pytest.raises(ValueError, match="unknown tables"):
+        TenantProfile.model_validate({**GOOD, "apps": [
+            {"name": "a", "entrypoint": "m:f", "tables": ["other"]}]})
+
+
+def test_file_name_must_match_tenant(tmp_path):
+    with pytest.raises(ConfigError, match="does not match the file name"):
+        load_profile(write(tmp_path / "other.yaml", GOOD))
+
+
+def test_routing_prefers_apps_then_table_prefix():
+    p = TenantProfile.model_validate({
+        **GOOD,
+        "tables": [*GOOD["tables"], {"name": "users", "columns": [{"name": "x", "type": "int"}]}],
+        "apps": [{"name": "logs", "entrypoint": "m:f", "tables": ["comments"],
+                  "file_pattern": "log-*"}]})
+    assert p.route_file("log-1.csv")[0].name == "logs"
+    assert p.route_file("users-2024.csv") == (None, ["users"])
+    assert p.route_file("other.csv") is None
+
+
+def test_platform_unknown_sink(tmp_path):
+    (tmp_path / "tenants").mkdir()
+    data = {**GOOD, "tables": [{**GOOD["tables"][0], "sinks": ["warehouse"]}]}
+    write(tmp_path / "tenants" / "acme.yaml", data)
+    with pytest.raises(ConfigError, match="unknown sinks"):
+        load_platform(tmp_path)
+
+
+def test_cli_check_prints_errors(tmp_path):
+    write(tmp_path / "acme.yaml", GOOD)
+    write(tmp_path / "bad.yaml", {"tenant_id": "bad", "tables": []})
+    result = CliRunner().invoke(app, ["tenants", "check", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "ok acme" in result.stdout
+    assert "bad.yaml" in result.stderr and "tables" in result.stderr

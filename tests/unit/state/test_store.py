@@ -1,0 +1,46 @@
+import multiprocessing as mp
+from pathlib import Path
+
+from simbdp.profiles import PlatformConfig
+from simbdp.state import StateStore, today
+
+
+def _reserve(home: str, n: int, out) -> None:  # type: ignore[no-untyped-def]
+    store = StateStore.open(PlatformConfig(home=Path(home)))
+    out.put(sum(store.reserve_files("acme", "2026-01-01", 1, 10, 50, 10_000) for _ in range(n)))
+
+
+def test_quota_reservation_never_overshoots_across_processes(tmp_path):
+    StateStore.open(PlatformConfig(home=tmp_path))
+    q = mp.get_context("spawn").Queue()
+    procs = [mp.get_context("spawn").Process(target=_reserve, args=(str(tmp_path), 40, q))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    got = sum(q.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join()
+    assert got == 50
+    store = StateStore.open(PlatformConfig(home=tmp_path))
+    assert store.usage("acme", "2026-01-01")["files"] == 50
+
+
+def test_bytes_quota_and_release(tmp_path):
+    store = StateStore.open(PlatformConfig(home=tmp_path))
+    day = today()
+    assert store.reserve_files("t", day, 1, 600, 10, 1000)
+    assert not store.reserve_files("t", day, 1, 600, 10, 1000)
+    store.release_files("t", day, 1, 600)
+    assert store.reserve_files("t", day, 1, 600, 10, 1000)
+
+
+def test_records_lifecycle_and_interrupt(tmp_path):
+    store = StateStore.open(PlatformConfig(home=tmp_path))
+    a = store.start_record("t", "batch", "a.csv", bytes=5)
+    b = store.start_record("t", "batch", "b.csv", bytes=5)
+    store.finish_record(a, "processed", rows_loaded=3)
+    interrupted = store.interrupt_running("stopped")
+    assert [r["id"] for r in interrupted] == [b]
+    assert store.record(b)["outcome"] == "interrupted"
+    assert {r["source"] for r in store.records("t")} == {"a.csv", "b.csv"}
+    assert store.records("t", outcome="processed")[0]["rows_loaded"] == 3
