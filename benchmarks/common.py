@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
@@ -48,10 +48,8 @@ def peak_rss(pid: int | None = None, interval: float = 0.05) -> Iterator[dict[st
             except psutil.Error:
                 procs = [proc]
             for p in procs:
-                try:
+                with suppress(psutil.Error):
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
             out["peak_mb"] = max(out["peak_mb"], total / 1e6)
             stop.wait(interval)
 

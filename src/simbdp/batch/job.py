@@ -10,7 +10,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,7 +195,5 @@ def _fault_point(config: PlatformConfig, name: str) -> None:
 
 def _rollback_all(txns: dict[str, SinkTransaction]) -> None:
     for txn in txns.values():
-        try:
+        with suppress(SimbdpError):
             txn.rollback()
-        except SimbdpError:
-            pass

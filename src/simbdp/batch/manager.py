@@ -28,6 +28,7 @@ from simbdp.batch.staging import (
     prepare_tenant_dirs,
 )
 from simbdp.batch.watcher import StagingWatcher
+from simbdp.coredms.base import open_sink
 from simbdp.errors import Rejected
 from simbdp.formats import detect_format
 from simbdp.observe.logs import get_logger
@@ -38,6 +39,7 @@ from simbdp.state import StateStore, today
 __all__ = ["BatchIngestManager", "Submission"]
 
 _RETRY_BASE_SECS = 0.5
+WATCH_DELAY_SECS = 0.75
 
 
 @dataclass
@@ -83,6 +85,21 @@ class BatchIngestManager:
         self._ctx.set_forkserver_preload(["simbdp.batch.job"])
         for tenant in platform.tenants:
             prepare_tenant_dirs(self.config, tenant)
+        self._ensure_tables()
+
+    def _ensure_tables(self) -> None:
+        """Create every tenant's namespace and tables in each sink it uses."""
+        for name, settings in self.config.sinks.items():
+            users = [p for p in self.platform.tenants.values()
+                     if any(name in t.sinks for t in p.tables)]
+            if not users:
+                continue
+            sink = open_sink(settings)
+            try:
+                for profile in users:
+                    sink.ensure_tables(profile)
+            finally:
+                sink.close()
 
     def _tenant_limit(self, tenant: str) -> int:
         # DuckDB takes one writer per database file: a second job of the same tenant would
@@ -194,7 +211,8 @@ class BatchIngestManager:
                 continue
             for entry in entries:
                 path = Path(entry.path)
-                if ignored(entry.name) or path in self._taken or entry.is_dir(follow_symlinks=False):
+                if (ignored(entry.name) or path in self._taken
+                        or entry.is_dir(follow_symlinks=False)):
                     continue
                 if self.tracker.ready(path):
                     ready.append(path)
@@ -322,6 +340,10 @@ class BatchIngestManager:
         """Watch staging folders and ingest until ``stop`` is set; then finish the files in
         flight (queued ones stay in staging for the next start) and return."""
         self.recover()
+        if self.config.stable_secs > 0:
+            # watchdog hands inotify events over up to 0.5 s late (to pair renames): a file
+            # must stay unchanged longer than that before stability alone says it is complete
+            self.tracker.stable_secs = max(self.config.stable_secs, WATCH_DELAY_SECS)
         watcher = StagingWatcher()
         for tenant in self.platform.tenants:
             watcher.watch(tenant, prepare_tenant_dirs(self.config, tenant))
@@ -329,16 +351,18 @@ class BatchIngestManager:
         next_scan = 0.0
         try:
             while not stop.is_set():
-                for _tenant, path, renamed in watcher.drain():
-                    if renamed:
+                events = watcher.drain()
+                for _tenant, path, state in events:
+                    if state == "complete":
                         self.tracker.mark_complete(path)
-                    next_scan = min(next_scan, time.monotonic() + self.config.stable_secs)
-                if time.monotonic() >= next_scan:
+                    elif state == "writing":
+                        self.tracker.mark_writing(path)
+                if events or time.monotonic() >= next_scan:
                     self.scan()
-                    next_scan = time.monotonic() + min(self.config.rescan_secs,
-                                                       max(self.config.stable_secs, 0.1))
-                    if not self.tracker.pending:
-                        next_scan = time.monotonic() + self.config.rescan_secs
+                    # look again soon while files wait to be complete, else at the rescan period
+                    wait = max(self.config.stable_secs / 2, 0.1) if self.tracker.pending \
+                        else self.config.rescan_secs
+                    next_scan = time.monotonic() + min(wait, self.config.rescan_secs)
                 self.pump()
                 self.wait(0.1)
                 if idle_exit and not self.busy and not self.tracker.pending:

@@ -14,8 +14,8 @@ from simbdp.profiles.models import PlatformConfig
 
 __all__ = [
     "FileTracker",
-    "check_name",
     "check_inside",
+    "check_name",
     "ignored",
     "move_to_outcome",
     "prepare_tenant_dirs",
@@ -93,17 +93,26 @@ def move_to_outcome(config: PlatformConfig, tenant: str, path: Path, outcome: st
 
 
 class FileTracker:
-    """Decides when a staged file is complete: its size and mtime unchanged for ``stable_secs``.
+    """Decides when a staged file is complete.
 
-    Renames into the folder are complete at once (the watcher calls ``mark_complete``).
+    With the watcher running, a file written in place is complete when its writer closes it
+    (inotify close-write) or renames it into the folder; without events (files found by a
+    rescan after a restart), when its size and mtime stay unchanged for ``stable_secs``. A
+    file whose writer keeps it open without writing for ``stuck_secs`` is taken too.
     """
 
-    def __init__(self, stable_secs: float):
-        self.stable_secs = stable_secs
+    def __init__(self, stable_secs: float, stuck_secs: float = 60.0):
+        self.stable_secs, self.stuck_secs = stable_secs, max(stuck_secs, stable_secs)
         self._seen: dict[Path, tuple[int, int, float]] = {}
         self._complete: set[Path] = set()
+        self._writing: set[Path] = set()
+
+    def mark_writing(self, path: Path) -> None:
+        self._writing.add(path)
+        self._complete.discard(path)
 
     def mark_complete(self, path: Path) -> None:
+        self._writing.discard(path)
         self._complete.add(path)
 
     def ready(self, path: Path, now: float | None = None) -> bool:
@@ -113,20 +122,25 @@ class FileTracker:
         except FileNotFoundError:
             self.forget(path)
             return False
-        if path in self._complete:
-            return True
         sig = (st.st_size, st.st_mtime_ns)
         prev = self._seen.get(path)
         if prev is None or prev[:2] != sig:
             self._seen[path] = (*sig, now)
-            return self.stable_secs == 0
-        return now - prev[2] >= self.stable_secs
+            stable_for = 0.0
+        else:
+            stable_for = now - prev[2]
+        if path in self._complete:
+            return True
+        if path in self._writing:
+            return stable_for >= self.stuck_secs
+        return stable_for >= self.stable_secs if prev is not None else self.stable_secs == 0
 
     @property
     def pending(self) -> bool:
-        """Files seen but not yet stable."""
+        """Files seen but not yet taken."""
         return bool(self._seen)
 
     def forget(self, path: Path) -> None:
         self._seen.pop(path, None)
         self._complete.discard(path)
+        self._writing.discard(path)

@@ -12,32 +12,34 @@ __all__ = ["StagingWatcher"]
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, tenant: str, events: queue.SimpleQueue[tuple[str, Path, bool]]):
+    def __init__(self, tenant: str, events: queue.SimpleQueue[tuple[str, Path, str]]):
         self.tenant, self.events = tenant, events
 
     def on_created(self, event: FileSystemEvent) -> None:
+        # a hint only: a hard link or a copy-then-close also starts with a creation
         if not event.is_directory:
-            self.events.put((self.tenant, Path(str(event.src_path)), False))
+            self.events.put((self.tenant, Path(str(event.src_path)), "seen"))
 
     def on_modified(self, event: FileSystemEvent) -> None:
-        self.on_created(event)
+        if not event.is_directory:
+            self.events.put((self.tenant, Path(str(event.src_path)), "writing"))
 
     def on_closed(self, event: FileSystemEvent) -> None:
-        # closed after writing: complete unless written again
+        # closed after writing (inotify IN_CLOSE_WRITE): the writer is done
         if not event.is_directory:
-            self.events.put((self.tenant, Path(str(event.src_path)), False))
+            self.events.put((self.tenant, Path(str(event.src_path)), "complete"))
 
     def on_moved(self, event: FileSystemEvent) -> None:
         # a rename into the folder means the writer finished (the *.part convention)
         if not event.is_directory:
-            self.events.put((self.tenant, Path(str(event.dest_path)), True))
+            self.events.put((self.tenant, Path(str(event.dest_path)), "complete"))
 
 
 class StagingWatcher:
-    """Puts ``(tenant, path, renamed)`` on ``events`` when something changes in a staging dir."""
+    """Puts ``(tenant, path, "seen" | "writing" | "complete")`` on ``events``."""
 
     def __init__(self) -> None:
-        self.events: queue.SimpleQueue[tuple[str, Path, bool]] = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[tuple[str, Path, str]] = queue.SimpleQueue()
         self._observer = Observer()
         self._watched: set[Path] = set()
 
@@ -53,7 +55,7 @@ class StagingWatcher:
         self._observer.stop()
         self._observer.join(timeout=5)
 
-    def drain(self) -> list[tuple[str, Path, bool]]:
+    def drain(self) -> list[tuple[str, Path, str]]:
         out = []
         while True:
             try:

@@ -34,7 +34,7 @@ class LedgerEntry:
 class SinkTransaction(Protocol):
     """One open transaction of one tenant on one sink."""
 
-    def write(self, table: TableSpec, batch: pa.RecordBatch) -> None:
+    def write(self, table: TableSpec, data: pa.Table | pa.RecordBatch) -> None:
         """Append (or upsert, when the table has a primary key) rows already cast to
         ``table.arrow_schema()``. Bulk only: no per-row statement. Raises SinkUnavailable."""
 
@@ -57,10 +57,10 @@ class Sink(Protocol):
     def ensure_tables(self, profile: TenantProfile) -> None:
         """Create the tenant's namespace, tables and ledger if missing (idempotent)."""
 
-    def ledger_lookup(self, tenant: str, key: str) -> LedgerEntry | None:
+    def ledger_lookup(self, profile: TenantProfile, key: str) -> LedgerEntry | None:
         """The committed ledger entry with this key, or None."""
 
-    def seen_message_ids(self, tenant: str, ids: pa.Array) -> pa.Array:
+    def seen_message_ids(self, profile: TenantProfile, ids: pa.Array) -> pa.Array:
         """The subset of ``ids`` already committed for this tenant (vectorised lookup)."""
 
     def begin(self, profile: TenantProfile) -> SinkTransaction:
@@ -86,6 +86,9 @@ def register_sink(cls: type) -> type:
 
 def open_sink(settings: SinkSettings) -> Sink:
     """Instantiate the sink registered for ``settings.kind``."""
-    from simbdp.coredms import duckdb_sink, lake, postgres  # noqa: F401  (registers sinks)
+    import importlib
 
+    module = {"duckdb": "duckdb_sink", "postgres": "postgres", "parquet": "lake",
+              "delta": "lake"}[settings.kind]
+    importlib.import_module(f"simbdp.coredms.{module}")  # registers the sink
     return SINKS[settings.kind](settings)

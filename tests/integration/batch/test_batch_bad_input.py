@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -140,7 +141,7 @@ def test_wrong_type_value_rejects_only_that_row(make_env, comments):
     assert rec["outcome"] == "processed"
     assert (rec["rows_loaded"], rec["rows_rejected"]) == (49, 1)
     details = reason_of(env, "acme", "processed", "typed.csv")
-    rejected = open(details["rejected_rows_file"]).read()
+    rejected = Path(details["rejected_rows_file"]).read_text()
     assert "lots" in rejected and "ups" in rejected
     assert env.count("acme") == 49
 

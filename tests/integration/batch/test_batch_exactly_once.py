@@ -14,6 +14,15 @@ from simbdp.datagen import write_reddit_csv
 from simbdp.state import StateStore
 from simbdp.testing import drop, tenant_profile
 
+SLOW_APP = "import time\n\ndef slow(data, ctx):\n    time.sleep(0.1)\n    return data\n"
+
+
+def slow_env(make_env, **kw):  # type: ignore[no-untyped-def]
+    """An identity app that takes 0.1 s per 1 MB chunk: a 40 MB file takes about 4 s."""
+    apps = [{"name": "slow", "entrypoint": "slow:slow", "tables": ["comments"]}]
+    return make_env([tenant_profile("acme", apps=apps)], apps={"acme": {"slow.py": SLOW_APP}},
+                    chunk_bytes=1024 * 1024, **kw)
+
 
 def _restart(env):  # type: ignore[no-untyped-def]
     """A new manager process on the same home, as after a crash of the old one."""
@@ -34,7 +43,7 @@ def _wait_until_scanned(manager, n, timeout=10.0):  # type: ignore[no-untyped-de
 
 @pytest.mark.slow
 def test_sigkill_mid_large_file_then_restart_loads_exact_count(make_env):
-    env = make_env(chunk_bytes=1024 * 1024, stable_secs=0.0)
+    env = slow_env(make_env, stable_secs=0.0)
     rows = 300_000
     write_reddit_csv(env.staging("acme") / "big.csv", rows)
     env.manager.submit("acme", [env.staging("acme") / "big.csv"])
@@ -79,12 +88,13 @@ def test_crash_after_commit_before_move_is_finished_not_duplicated(make_env, com
 
 
 def test_worker_killed_is_retried_by_the_same_manager(make_env):
-    env = make_env(chunk_bytes=1024 * 1024)
+    env = slow_env(make_env)
     write_reddit_csv(env.staging("acme") / "big.csv", 150_000)
     env.manager.submit("acme", [env.staging("acme") / "big.csv"])
     env.manager.pump()
     [run] = env.manager._running.values()
-    time.sleep(0.5)
+    time.sleep(1.0)
+    assert run.process.is_alive()
     os.kill(run.process.pid, signal.SIGKILL)
     env.manager.run_until_idle(timeout_secs=120)
     outcomes = [r["outcome"] for r in env.store.records("acme")]

@@ -1,0 +1,233 @@
+"""The embedded coredms: one DuckDB database file per tenant.
+
+DuckDB lets one process write a database file at a time. Each tenant gets its own file
+(``<path>/coredms-<tenant>.duckdb``), so tenants never wait for each other, and an
+exclusive ``flock`` on ``coredms-<tenant>.lock`` makes the worker processes of one tenant take
+turns: taken when a transaction begins, released at commit or rollback, or by the OS if the
+process dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar
+
+import duckdb
+import pyarrow as pa
+
+from simbdp.coredms.base import LedgerEntry, register_sink
+from simbdp.coredms.sql import (
+    LEDGER,
+    MESSAGES,
+    create_table_sql,
+    ledger_sql,
+    qi,
+    qualified,
+    where_sql,
+)
+from simbdp.errors import DuplicateIngestion, DuplicateMessages, SchemaError, SinkUnavailable
+from simbdp.profiles.models import SinkSettings, TableSpec, TenantProfile
+from simbdp.profiles.types import duckdb_type
+
+__all__ = ["DuckDBSink", "DuckDBTransaction"]
+
+LOCK_TIMEOUT_SECS = 600.0
+MEMORY_LIMIT = "400MB"
+
+
+class _Lock:
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + LOCK_TIMEOUT_SECS
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise SinkUnavailable(f"DuckDB {path.stem}: writer lock busy for "
+                                          f"{LOCK_TIMEOUT_SECS:.0f} s") from None
+                time.sleep(0.02)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    try:
+        con = duckdb.connect(str(path))
+    except duckdb.IOException as e:
+        raise SinkUnavailable(f"DuckDB {path.name}: cannot open: {e}") from e
+    con.execute(f"SET memory_limit='{MEMORY_LIMIT}'")
+    con.execute("SET preserve_insertion_order=false")
+    return con
+
+
+class DuckDBTransaction:
+    """One tenant's open write transaction; holds the tenant's writer lock."""
+
+    def __init__(self, lock: _Lock, con: duckdb.DuckDBPyConnection, profile: TenantProfile):
+        self._lock, self._con, self._schema = lock, con, profile.schema_name
+        self._tenant = profile.tenant_id
+        con.begin()
+
+    def write(self, table: TableSpec, data: pa.Table | pa.RecordBatch) -> None:
+        verb = "INSERT OR REPLACE INTO" if table.primary_key else "INSERT INTO"
+        cols = ", ".join(qi(c) for c in table.column_names)
+        self._con.register("__simbdp_batch", data)
+        try:
+            self._con.execute(f"{verb} {qualified(self._schema, table.name)} ({cols}) "
+                              f"SELECT {cols} FROM __simbdp_batch")
+        except duckdb.ConstraintException as e:
+            raise SchemaError(f"tenant {self._tenant!r}: table {table.name!r}: {e}") from e
+        except duckdb.Error as e:
+            raise SinkUnavailable(f"tenant {self._tenant!r}: DuckDB write failed: {e}") from e
+        finally:
+            self._con.unregister("__simbdp_batch")
+
+    def add_message_ids(self, ids: pa.Array) -> None:
+        ids_table = pa.table({"id": pa.array(ids, pa.string())})
+        self._con.register("__simbdp_ids", ids_table)
+        try:
+            self._con.execute(f"INSERT INTO {qualified(self._schema, MESSAGES)} "
+                              "SELECT id, now() FROM __simbdp_ids")
+        except duckdb.ConstraintException as e:
+            self.rollback()
+            raise DuplicateMessages(f"tenant {self._tenant!r}: message ids already "
+                                    f"committed: {e}") from e
+        finally:
+            if self._con is not None:
+                self._con.unregister("__simbdp_ids")
+
+    def commit(self, entry: LedgerEntry) -> None:
+        ledger = qualified(self._schema, LEDGER)
+        hit = self._con.execute(f"SELECT source, ingestion_id FROM {ledger} WHERE key = ?",
+                                [entry.key]).fetchone()
+        if hit:
+            self.rollback()
+            raise DuplicateIngestion(
+                f"tenant {entry.tenant!r}: {entry.source!r} has the same content as "
+                f"{hit[0]!r}, already ingested (ingestion {hit[1]}); nothing loaded")
+        try:
+            self._con.execute(f"INSERT INTO {ledger} VALUES (?, ?, ?, ?, ?)",
+                              [entry.key, entry.source, entry.ingestion_id, entry.rows,
+                               datetime.now(UTC)])
+            self._con.commit()
+        except duckdb.Error as e:
+            self.rollback()
+            raise SinkUnavailable(f"tenant {entry.tenant!r}: DuckDB commit failed: {e}") from e
+        self._close()
+
+    def rollback(self) -> None:
+        if self._con is not None:
+            with suppress(duckdb.Error):
+                self._con.rollback()
+            self._close()
+
+    def _close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None  # type: ignore[assignment]
+        self._lock.release()
+
+
+@register_sink
+class DuckDBSink:
+    """DuckDB files per tenant under ``settings.path``."""
+
+    name: ClassVar[str] = "duckdb"
+
+    def __init__(self, settings: SinkSettings):
+        if settings.path is None:
+            raise ValueError("a duckdb sink needs a path")
+        self.root = settings.path
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _paths(self, profile: TenantProfile) -> tuple[Path, Path]:
+        t = profile.tenant_id
+        # the file name must not equal the schema name, or DuckDB finds "acme" ambiguous
+        return self.root / f"coredms-{t}.duckdb", self.root / f"coredms-{t}.lock"
+
+    @contextmanager
+    def _session(self, profile: TenantProfile) -> Iterator[duckdb.DuckDBPyConnection]:
+        db, lock_path = self._paths(profile)
+        lock = _Lock(lock_path)
+        try:
+            con = _connect(db)
+            try:
+                yield con
+            finally:
+                con.close()
+        finally:
+            lock.release()
+
+    def ensure_tables(self, profile: TenantProfile) -> None:
+        ns = profile.schema_name
+        with self._session(profile) as con:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(ns)}")
+            for stmt in ledger_sql(ns, "VARCHAR", "TIMESTAMPTZ"):
+                con.execute(stmt)
+            for table in profile.tables:
+                con.execute(create_table_sql(ns, table, duckdb_type))
+                have = {r[0] for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = ? AND table_name = ?", [ns, table.name]).fetchall()}
+                for c in table.columns:
+                    if c.name not in have and c.nullable:
+                        con.execute(f"ALTER TABLE {qualified(ns, table.name)} ADD COLUMN "
+                                    f"{qi(c.name)} {duckdb_type(c.type)}")
+
+    def ledger_lookup(self, profile: TenantProfile, key: str) -> LedgerEntry | None:
+        with self._session(profile) as con:
+            row = con.execute(f"SELECT key, source, ingestion_id, rows FROM "
+                              f"{qualified(profile.schema_name, LEDGER)} WHERE key = ?",
+                              [key]).fetchone()
+        if row is None:
+            return None
+        return LedgerEntry(tenant=profile.tenant_id, key=row[0], source=row[1],
+                           ingestion_id=row[2], rows=row[3])
+
+    def seen_message_ids(self, profile: TenantProfile, ids: pa.Array) -> pa.Array:
+        probe = pa.table({"id": pa.array(ids, pa.string())})  # noqa: F841 (scanned by DuckDB)
+        with self._session(profile) as con:
+            out = con.sql(f"SELECT p.id FROM probe p JOIN "
+                          f"{qualified(profile.schema_name, MESSAGES)} m ON m.id = p.id"
+                          ).to_arrow_table()
+        return out.column("id").combine_chunks()
+
+    def begin(self, profile: TenantProfile) -> DuckDBTransaction:
+        db, lock_path = self._paths(profile)
+        lock = _Lock(lock_path)
+        try:
+            return DuckDBTransaction(lock, _connect(db), profile)
+        except BaseException:
+            lock.release()
+            raise
+
+    def read_rows(self, profile: TenantProfile, table: str, limit: int = 100,
+                  where: dict[str, str] | None = None) -> pa.Table:
+        spec = profile.table(table)
+        clause, params = where_sql(spec, where, "?")
+        with self._session(profile) as con:
+            return con.sql(f"SELECT * FROM {qualified(profile.schema_name, table)}"
+                           f"{clause} LIMIT ?", params=[*params, int(limit)]).to_arrow_table()
+
+    def count_rows(self, profile: TenantProfile, table: str) -> int:
+        profile.table(table)
+        with self._session(profile) as con:
+            row = con.execute(f"SELECT count(*) FROM {qualified(profile.schema_name, table)}"
+                              ).fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        """Nothing held between calls."""

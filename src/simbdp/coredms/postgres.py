@@ -1,0 +1,243 @@
+"""The PostgreSQL coredms: Arrow batches to COPY BINARY (pgpq), the ledger row in the same
+transaction.
+
+Unkeyed tables of plain types are copied straight into the table. Keyed tables (and columns
+that binary COPY cannot fill from Arrow: numeric, jsonb) go through a temporary staging table
+and ``INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ClassVar
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from pgpq import ArrowToPostgresBinaryEncoder
+
+from simbdp.coredms.base import LedgerEntry, register_sink
+from simbdp.coredms.sql import (
+    LEDGER,
+    MESSAGES,
+    create_table_sql,
+    ledger_sql,
+    qi,
+    qualified,
+    where_sql,
+)
+from simbdp.errors import (
+    DuplicateIngestion,
+    DuplicateMessages,
+    SchemaError,
+    SinkUnavailable,
+)
+from simbdp.profiles.models import SinkSettings, TableSpec, TenantProfile
+from simbdp.profiles.types import postgres_type
+
+__all__ = ["PostgresSink", "PostgresTransaction"]
+
+
+def _staged(table: TableSpec) -> bool:
+    """Whether rows go through a staging table rather than straight into the table."""
+    return bool(table.primary_key) or any(
+        c.type == "json" or c.type.startswith("decimal") for c in table.columns)
+
+
+def _for_copy(data: pa.Table | pa.RecordBatch) -> pa.Table:
+    """Decimals travel as text (cast back in SQL); everything else as is."""
+    t = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+    for i, f in enumerate(t.schema):
+        if pa.types.is_decimal(f.type):
+            t = t.set_column(i, f.name, pc.cast(t.column(i), pa.string()))
+    return t
+
+
+class PostgresTransaction:
+    """One tenant's open transaction on the sink's connection."""
+
+    def __init__(self, conn: psycopg.Connection[Any], profile: TenantProfile):
+        self._conn, self._schema, self._tenant = conn, profile.schema_name, profile.tenant_id
+        self._stages: set[str] = set()
+
+    def _copy(self, target: str, cols: list[str], data: pa.Table) -> None:
+        enc = ArrowToPostgresBinaryEncoder(data.schema)
+        with self._conn.cursor() as cur, cur.copy(
+                f"COPY {target} ({', '.join(qi(c) for c in cols)}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.write(enc.write_header())
+            for batch in data.to_batches(max_chunksize=64 * 1024):
+                copy.write(enc.write_batch(batch))
+            copy.write(enc.finish())
+
+    def write(self, table: TableSpec, data: pa.Table | pa.RecordBatch) -> None:
+        cols = table.column_names
+        target = qualified(self._schema, table.name)
+        try:
+            if not _staged(table):
+                self._copy(target, cols, _for_copy(data))
+                return
+            rows = _for_copy(data)
+            stage = qi(f"_simbdp_stage_{table.name}")
+            if table.name not in self._stages:
+                col_defs = ", ".join(f"{qi(c)} {_stage_type(rows.schema.field(c).type)}"
+                                     for c in cols)
+                self._conn.execute(f"CREATE TEMP TABLE {stage} ({col_defs}) ON COMMIT DROP")
+                self._stages.add(table.name)
+            self._copy(stage, cols, rows)
+            select = ", ".join(f"{qi(c.name)}::{postgres_type(c.type)}" for c in table.columns)
+            sql = f"INSERT INTO {target} ({', '.join(qi(c) for c in cols)}) SELECT {select} " \
+                  f"FROM {stage}"
+            if table.primary_key:
+                keys = ", ".join(qi(k) for k in table.primary_key)
+                others = [c for c in cols if c not in table.primary_key]
+                sets = ", ".join(f"{qi(c)} = EXCLUDED.{qi(c)}" for c in others)
+                sql += f" ON CONFLICT ({keys}) " + (f"DO UPDATE SET {sets}" if sets
+                                                     else "DO NOTHING")
+            self._conn.execute(sql)
+            self._conn.execute(f"TRUNCATE {stage}")
+        except psycopg.OperationalError as e:
+            self.rollback()
+            raise SinkUnavailable(f"tenant {self._tenant!r}: PostgreSQL write failed: {e}") from e
+        except psycopg.Error as e:
+            self.rollback()
+            raise SchemaError(f"tenant {self._tenant!r}: table {table.name!r}: "
+                              f"{str(e).splitlines()[0]}") from e
+
+    def add_message_ids(self, ids: pa.Array) -> None:
+        ids = pa.array(ids, pa.string())
+        try:
+            self._copy(qualified(self._schema, MESSAGES), ["id"], pa.table({"id": ids}))
+        except psycopg.errors.UniqueViolation as e:
+            self.rollback()
+            raise DuplicateMessages(f"tenant {self._tenant!r}: message ids already committed"
+                                    ) from e
+        except psycopg.OperationalError as e:
+            self.rollback()
+            raise SinkUnavailable(f"tenant {self._tenant!r}: PostgreSQL: {e}") from e
+
+    def commit(self, entry: LedgerEntry) -> None:
+        try:
+            cur = self._conn.execute(
+                f"INSERT INTO {qualified(self._schema, LEDGER)} (key, source, ingestion_id, rows, "
+                "committed_at) VALUES (%s, %s, %s, %s, now()) ON CONFLICT (key) DO NOTHING "
+                "RETURNING key", [entry.key, entry.source, entry.ingestion_id, entry.rows])
+            if cur.fetchone() is None:
+                hit = self._conn.execute(
+                    f"SELECT source, ingestion_id FROM {qualified(self._schema, LEDGER)} "
+                    "WHERE key = %s", [entry.key]).fetchone()
+                self.rollback()
+                src, ing = hit if hit else ("?", "?")
+                raise DuplicateIngestion(
+                    f"tenant {entry.tenant!r}: {entry.source!r} has the same content as "
+                    f"{src!r}, already ingested (ingestion {ing}); nothing loaded")
+            self._conn.commit()
+        except psycopg.OperationalError as e:
+            self.rollback()
+            raise SinkUnavailable(f"tenant {entry.tenant!r}: PostgreSQL commit failed: {e}"
+                                  ) from e
+
+    def rollback(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self._conn.rollback()
+
+
+def _stage_type(t: pa.DataType) -> str:
+    if pa.types.is_timestamp(t):
+        return "timestamptz" if t.tz else "timestamp"
+    return {pa.string(): "text", pa.int64(): "bigint", pa.int32(): "integer",
+            pa.int16(): "smallint", pa.float64(): "double precision", pa.float32(): "real",
+            pa.bool_(): "boolean", pa.date32(): "date"}.get(t, "text")
+
+
+@register_sink
+class PostgresSink:
+    """All tenants in one PostgreSQL database, a schema per tenant namespace."""
+
+    name: ClassVar[str] = "postgres"
+
+    def __init__(self, settings: SinkSettings):
+        if settings.dsn is None:
+            raise ValueError("a postgres sink needs a dsn")
+        self._dsn = settings.dsn.get_secret_value()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            try:
+                self._conn = psycopg.connect(self._dsn, autocommit=False)
+            except psycopg.OperationalError as e:
+                raise SinkUnavailable(f"PostgreSQL sink unreachable: {e}") from e
+        return self._conn
+
+    def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        conn = self.conn
+        try:
+            rows = conn.execute(sql, params).fetchall()
+            conn.commit()
+            return rows
+        except psycopg.OperationalError as e:
+            raise SinkUnavailable(f"PostgreSQL sink: {e}") from e
+        except psycopg.Error:
+            conn.rollback()
+            raise
+
+    def ensure_tables(self, profile: TenantProfile) -> None:
+        ns, conn = profile.schema_name, self.conn
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [ns])
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(ns)}")
+            for stmt in ledger_sql(ns, "text", "timestamptz"):
+                conn.execute(stmt)
+            for table in profile.tables:
+                conn.execute(create_table_sql(ns, table, postgres_type))
+                for c in table.columns:
+                    if c.nullable and c.name not in table.primary_key:
+                        conn.execute(f"ALTER TABLE {qualified(ns, table.name)} ADD COLUMN IF NOT "
+                                     f"EXISTS {qi(c.name)} {postgres_type(c.type)}")
+            conn.commit()
+        except psycopg.OperationalError as e:
+            raise SinkUnavailable(f"PostgreSQL sink: {e}") from e
+
+    def ledger_lookup(self, profile: TenantProfile, key: str) -> LedgerEntry | None:
+        rows = self._query(f"SELECT key, source, ingestion_id, rows FROM "
+                           f"{qualified(profile.schema_name, LEDGER)} WHERE key = %s", [key])
+        if not rows:
+            return None
+        k, source, ing, n = rows[0]
+        return LedgerEntry(tenant=profile.tenant_id, key=k, source=source, ingestion_id=ing,
+                           rows=n)
+
+    def seen_message_ids(self, profile: TenantProfile, ids: pa.Array) -> pa.Array:
+        rows = self._query(f"SELECT id FROM {qualified(profile.schema_name, MESSAGES)} "
+                           "WHERE id = ANY(%s)", [pa.array(ids, pa.string()).to_pylist()])
+        return pa.array([r[0] for r in rows], pa.string())
+
+    def begin(self, profile: TenantProfile) -> PostgresTransaction:
+        return PostgresTransaction(self.conn, profile)
+
+    def read_rows(self, profile: TenantProfile, table: str, limit: int = 100,
+                  where: dict[str, str] | None = None) -> pa.Table:
+        spec = profile.table(table)
+        clause, params = where_sql(spec, where, "%s")
+        conn = self.conn
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT {', '.join(qi(c) for c in spec.column_names)} FROM "
+                        f"{qualified(profile.schema_name, table)}{clause} LIMIT %s",
+                        [*params, int(limit)])
+            rows = cur.fetchall()
+        conn.commit()
+        schema = spec.arrow_schema()
+        return pa.Table.from_pylist([dict(zip(spec.column_names, r, strict=True)) for r in rows],
+                                    schema=schema.with_metadata(None))
+
+    def count_rows(self, profile: TenantProfile, table: str) -> int:
+        profile.table(table)
+        return int(self._query(f"SELECT count(*) FROM {qualified(profile.schema_name, table)}"
+                               )[0][0])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
