@@ -40,7 +40,7 @@ def ledger_sql(schema: str, text: str, ts: str) -> list[str]:
         f"source {text} NOT NULL, ingestion_id {text} NOT NULL, rows BIGINT NOT NULL, "
         f"committed_at {ts} NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS {qualified(schema, MESSAGES)} (id {text} PRIMARY KEY, "
-        f"committed_at {ts} NOT NULL)",
+        f"committed_at {ts} NOT NULL DEFAULT current_timestamp)",
     ]
 
 

@@ -99,9 +99,13 @@ def _csv(path: Path, options: ReadOptions) -> Iterator[pa.RecordBatch]:
                                newlines_in_values=False)
     convert = pacsv.ConvertOptions(column_types=options.column_types, null_values=o.null_values,
                                    strings_can_be_null=True, quoted_strings_can_be_null=False)
-    yield from _guarded(path, options, lambda: pacsv.open_csv(
-        _open(path, options.compression), read_options=read, parse_options=parse,
-        convert_options=convert))
+    for batch in _guarded(path, options, lambda: pacsv.open_csv(
+            _open(path, options.compression), read_options=read, parse_options=parse,
+            convert_options=convert)):
+        if any(pa.types.is_binary(f.type) for f in batch.schema):
+            # pyarrow infers "binary" for a column with invalid UTF-8 instead of failing
+            raise FormatError(f"{path.name}: {_locate(path, options) or 'invalid UTF-8'}")
+        yield batch
 
 
 def _jsonl(path: Path, options: ReadOptions) -> Iterator[pa.RecordBatch]:
@@ -120,9 +124,8 @@ def _json_array(path: Path, options: ReadOptions) -> Iterator[pa.RecordBatch]:
     con.execute("SET memory_limit='256MB'; SET threads=2")
     rows = max(1024, options.block_bytes // 256)
     try:
-        rel = con.execute("SELECT * FROM read_json(?, format='array', compression=?)",
-                          [str(path), comp])
-        reader = rel.to_arrow_reader(rows)
+        reader = con.sql("SELECT * FROM read_json($p, format='array', compression=$c)",
+                         params={"p": str(path), "c": comp}).to_arrow_reader(rows)
         n = 0
         while True:
             try:
