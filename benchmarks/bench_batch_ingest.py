@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -44,6 +45,9 @@ def _profile(tenant: str, keyed: bool, sink: str = "default", app: bool = True) 
 
 def simbdp_run(files: dict[str, list[Path]], *, keyed: bool, sink: dict | None = None,
                workers: int = 2) -> tuple[float, float]:
+    # a fresh namespace per run, so runs on a shared PostgreSQL never see each other's ledger
+    run = uuid.uuid4().hex[:6]
+    files = {f"{t}_{run}": paths for t, paths in files.items()}
     """Drop files into staging folders, serve until all are done; (seconds, peak RSS MB)."""
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "data") as tmp:
         sinks = {"bench": sink} if sink else {}

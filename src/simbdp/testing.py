@@ -9,7 +9,8 @@ import yaml
 
 from simbdp.profiles import Platform, load_platform
 
-__all__ = ["REDDIT_TABLE", "drop", "make_platform", "tenant_profile"]
+__all__ = ["EVENTS_TABLE", "REDDIT_TABLE", "drop", "make_platform", "stream_tenant",
+           "tenant_profile"]
 
 REDDIT_TABLE: dict[str, Any] = {
     "name": "comments",
@@ -68,3 +69,20 @@ def drop(path: Path, data: bytes) -> Path:
     part.write_bytes(data)
     part.replace(path)
     return path
+
+
+EVENTS_TABLE: dict[str, Any] = {"name": "events", "primary_key": ["id"],
+          "columns": [{"name": "id", "type": "text"}, {"name": "n", "type": "int"},
+                      {"name": "note", "type": "text"}]}
+OTHER_TABLE: dict[str, Any] = {"name": "other", "columns": [{"name": "x", "type": "int"}]}
+
+
+def stream_tenant(tenant: str = "acme", entrypoint: str | None = None, **app: Any
+                  ) -> dict[str, Any]:
+    """A tenant with an ``events`` table and a stream app ``ev`` writing to it."""
+    spec = {"name": "ev", "kind": "stream", "tables": ["events"], "batch_max_rows": 200,
+            "batch_max_wait_ms": 100, "timeout_secs": 5, **app}
+    if entrypoint:
+        spec["entrypoint"] = entrypoint
+    return {"tenant_id": tenant, "tables": [EVENTS_TABLE, OTHER_TABLE], "apps": [spec],
+            "stream": {"max_message_bytes": "2KB"}}

@@ -70,6 +70,10 @@ def _worker(config: Any, profile: TenantProfile, job: FileJob, conn: Connection)
     conn.close()
 
 
+def _noop() -> None:
+    """Nothing: starting it warms up the fork server."""
+
+
 class BatchIngestManager:
     """Runs batch ingestion for every tenant of a platform."""
 
@@ -83,6 +87,10 @@ class BatchIngestManager:
         self._taken: set[Path] = set()  # queued, running or waiting for a retry
         self._ctx = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(["simbdp.batch.job"])
+        # start the fork server now (it imports pyarrow, duckdb...), not with the first file
+        warm = self._ctx.Process(target=_noop, name="simbdp-warmup")
+        warm.start()
+        warm.join()
         for tenant in platform.tenants:
             prepare_tenant_dirs(self.config, tenant)
         self._ensure_tables()

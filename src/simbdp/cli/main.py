@@ -14,7 +14,9 @@ from simbdp.batch import BatchIngestManager
 from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.common import console, load
 from simbdp.cli.report import report
+from simbdp.cli.stream import publish, stream_app
 from simbdp.cli.tenants import HOME, tenants_app
+from simbdp.service import run_platform
 from simbdp.state import StateStore
 
 __all__ = ["app"]
@@ -22,7 +24,9 @@ __all__ = ["app"]
 app = typer.Typer(help="simbdp: multi-tenant big-data ingestion platform.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(stream_app, name="stream")
 app.command("report")(report)
+app.command("publish")(publish)
 
 
 @app.command()
@@ -79,7 +83,7 @@ def serve(home: Path | None = HOME) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     console.print(f"simbdp serving {len(platform.tenants)} tenant(s) from {platform.config.home}")
-    BatchIngestManager(platform, store).serve(stop)
+    run_platform(platform, store, stop)
     console.print("stopped")
 
 

@@ -258,6 +258,8 @@ class BrokerSettings(Model):
     url: SecretStr | None = None
     #: embedded broker: folder of its queue databases
     path: Path | None = None
+    #: seconds a delivery stays invisible to others before it is redelivered (not acked)
+    lease_secs: float = Field(30.0, gt=0)
 
 
 class ApiSettings(Model):
@@ -292,6 +294,9 @@ class PlatformConfig(Model):
             sinks = {"default": SinkSettings(kind="duckdb", path=self.home / "coredms"),
                      **self.sinks}
             object.__setattr__(self, "sinks", sinks)
+        if self.broker.kind == "embedded" and self.broker.path is None:
+            broker = self.broker.model_copy(update={"path": self.home / "queue"})
+            object.__setattr__(self, "broker", broker)
         return self
 
     # folders -------------------------------------------------------------------------------

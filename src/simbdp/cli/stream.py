@@ -1,0 +1,115 @@
+"""``simbdp stream`` and ``simbdp publish``: near-realtime ingestion from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from simbdp.cli.common import console, err_console, load
+from simbdp.errors import ConfigError
+from simbdp.profiles import Platform
+from simbdp.state import StateStore
+
+__all__ = ["publish", "stream_app"]
+
+stream_app = typer.Typer(help="Start, stop and scale tenants' stream apps.",
+                         no_args_is_help=True)
+HOME = typer.Option(None, "--home", envvar="SIMBDP_HOME", help="platform home")
+TENANT = typer.Option(..., "--tenant", "-t")
+APP = typer.Option(..., "--app", "-a")
+
+
+def _check(platform: Platform, tenant: str, app: str) -> None:
+    try:
+        spec = platform.tenant(tenant).app(app)
+    except (ConfigError, KeyError) as e:
+        err_console.print(f"[red]error[/red] {e}")
+        raise typer.Exit(2) from e
+    if spec.kind != "stream":
+        err_console.print(f"[red]error[/red] app {app!r} of tenant {tenant!r} is a batch app")
+        raise typer.Exit(2)
+
+
+def set_instances(platform: Platform, store: StateStore, tenant: str, app: str, n: int,
+                  action: str) -> None:
+    """Record the operator's wish; ``simbdp serve``'s stream manager carries it out."""
+    spec = platform.tenant(tenant).app(app)
+    if n > spec.max_instances:
+        raise typer.BadParameter(f"{n} instances is above the profile's max_instances "
+                                 f"({spec.max_instances})")
+    before = {(r["tenant"], r["app"]): r["instances"] for r in store.desired()}
+    store.set_desired(tenant, app, n)
+    store.add_decision(tenant, app, action, f"requested by the operator: {n} instance(s)",
+                       before.get((tenant, app), 0), n)
+
+
+@stream_app.command()
+def start(tenant: str = TENANT, app: str = APP, instances: int | None = typer.Option(None),
+          home: Path | None = HOME) -> None:
+    """Start a tenant's stream app (its min_instances, or --instances)."""
+    platform = load(home)
+    _check(platform, tenant, app)
+    n = instances or max(1, platform.tenant(tenant).app(app).min_instances)
+    set_instances(platform, StateStore.open(platform.config), tenant, app, n, "start")
+    console.print(f"{tenant}/{app}: {n} instance(s) wanted")
+
+
+@stream_app.command()
+def stop(tenant: str = TENANT, app: str = APP, home: Path | None = HOME) -> None:
+    """Stop every instance of a stream app (each finishes its batch in flight)."""
+    platform = load(home)
+    _check(platform, tenant, app)
+    set_instances(platform, StateStore.open(platform.config), tenant, app, 0, "stop")
+    console.print(f"{tenant}/{app}: stopping")
+
+
+@stream_app.command()
+def scale(tenant: str = TENANT, app: str = APP, instances: int = typer.Option(...),
+          home: Path | None = HOME) -> None:
+    """Set the number of instances of a stream app."""
+    platform = load(home)
+    _check(platform, tenant, app)
+    set_instances(platform, StateStore.open(platform.config), tenant, app, instances, "scale")
+    console.print(f"{tenant}/{app}: {instances} instance(s) wanted")
+
+
+@stream_app.command()
+def status(tenant: str | None = typer.Option(None, "--tenant", "-t"),
+           home: Path | None = HOME) -> None:
+    """Desired instances, pauses and the latest reports and decisions."""
+    platform = load(home)
+    store = StateStore.open(platform.config)
+    t = Table(title="stream apps")
+    for col in ("tenant", "app", "instances wanted", "paused", "last report", "backlog"):
+        t.add_column(col)
+    for r in store.desired():
+        if tenant and r["tenant"] != tenant:
+            continue
+        last = store.stream_reports(r["tenant"], r["app"], limit=1)
+        t.add_row(r["tenant"], r["app"], str(r["instances"]), r["paused_reason"] or "",
+                  f"{last[0]['messages']} msgs" if last else "-",
+                  str(last[0]["backlog"]) if last else "-")
+    console.print(t)
+    d = Table(title="recent decisions")
+    for col in ("tenant", "app", "action", "before", "after", "reason"):
+        d.add_column(col)
+    for r in store.decisions(tenant, limit=10):
+        d.add_row(r["tenant"], r["app"] or "", r["action"], str(r["instances_before"]),
+                  str(r["instances_after"]), r["reason"])
+    console.print(d)
+
+
+def publish(file: Path = typer.Argument(..., help="a JSON-lines file, one message a line"),
+            tenant: str = TENANT,
+            rate: float | None = typer.Option(None, help="messages per second"),
+            id_field: str | None = typer.Option(None, help="field holding the message id"),
+            table: str | None = typer.Option(None, help="target table (header)"),
+            home: Path | None = HOME) -> None:
+    """Publish messages to a tenant's queue (confirmed by the broker)."""
+    from simbdp.stream.client import publish_jsonl
+
+    platform = load(home)
+    n = publish_jsonl(platform, tenant, file, rate=rate, id_field=id_field, table=table)
+    console.print(f"published {n} message(s) for tenant {tenant!r}")

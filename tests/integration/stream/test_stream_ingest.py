@@ -1,0 +1,123 @@
+"""Near-realtime ingestion on the embedded broker: exactly once, poison to the dead-letter
+queue with its reason, nothing lost when the sink or an instance fails."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from simbdp.coredms.duckdb_sink import _Lock
+from simbdp.stream.manager import StreamManager
+from simbdp.testing import stream_tenant
+
+APP = '''
+import pyarrow.compute as pc
+
+def upper(data, ctx):
+    if pc.any(pc.equal(data["n"], 13)).as_py():
+        raise ValueError("unlucky number")
+    return data.set_column(data.schema.get_field_index("note"), "note",
+                           pc.utf8_upper(data["note"]))
+'''
+
+
+def rows(n: int, start: int = 0) -> list[dict]:
+    return [{"id": f"e{i}", "n": i, "note": "hello"} for i in range(start, start + n)]
+
+
+def test_valid_messages_land_once_and_poison_is_dead_lettered(make_stream_env):
+    env = make_stream_env()
+    env.publish("acme", rows(300), id_field="id")
+    env.publish("acme", rows(10), id_field="id")  # duplicates of e0..e9
+    env.publish("acme", [b"{not json", b"[1, 2]", b'{"id": "big", "n": 1, "note": "' +
+                         b"x" * 3000 + b'"}', {"id": "bad", "n": "lots", "note": "x"}],
+                id_prefix="poison")
+    env.publish("acme", [{"x": 1}], id_prefix="foreign", table="secrets")
+    reports = env.drain()
+    assert env.count() == 300
+    reasons = {d.id: d.headers["x-reason"] for d in env.dead_letters()}
+    assert "not valid JSON" in reasons["poison:0"]
+    assert "not a JSON object" in reasons["poison:1"]
+    assert "over the limit" in reasons["poison:2"]
+    assert "value 'lots' is not int64" in reasons["poison:3"]
+    assert "does not own" in reasons["foreign:0"]
+    assert len(reasons) == 5
+    assert sum(r["rows_loaded"] for r in reports) == 300
+    assert any(r["latency_p99_ms"] for r in reports)
+
+
+def test_app_failure_dead_letters_only_the_poison_message(make_stream_env):
+    env = make_stream_env([stream_tenant(entrypoint="w:upper")],
+                          apps={"acme": {"w.py": APP}})
+    env.publish("acme", rows(40), id_field="id")
+    env.drain()
+    assert env.count() == 39
+    [dead] = env.dead_letters()
+    assert dead.id == "e13" and "unlucky number" in dead.headers["x-reason"]
+
+
+def test_sink_down_for_a_while_loses_nothing(make_stream_env):
+    env = make_stream_env()
+    env.count()  # creates the tables
+    lock = _Lock(env.config.sinks["default"].path / "coredms-acme.lock")
+    threading.Timer(1.5, lock.release).start()
+    import simbdp.coredms.duckdb_sink as ds
+    old, ds.LOCK_TIMEOUT_SECS = ds.LOCK_TIMEOUT_SECS, 0.3
+    try:
+        env.publish("acme", rows(100), id_field="id")
+        env.drain(secs=30)
+    finally:
+        ds.LOCK_TIMEOUT_SECS = old
+    assert env.count() == 100
+
+
+def _wait(cond, secs=30.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+def test_sigkill_between_commit_and_ack_redelivers_without_duplicates(make_stream_env):
+    env = make_stream_env()
+    faults = env.config.home / ".faults"
+    faults.mkdir()
+    (faults / "stream_after_commit").touch()
+    env.publish("acme", rows(500), id_field="id")
+    manager = StreamManager(env.platform, env.store, grace_secs=5)
+    env.store.set_desired("acme", "ev", 1)
+    manager.reconcile()
+    [inst] = manager.apps[("acme", "ev")].instances
+    assert _wait(lambda: inst.proc.poll() is not None)
+    assert inst.proc.returncode == 137  # died right after its first commit, before the ack
+    committed = env.count()
+    assert committed > 0
+    (faults / "stream_after_commit").unlink()
+    try:
+        assert _wait(lambda: (manager.reconcile(), env.count() == 500)[1], secs=60)
+    finally:
+        manager.shutdown()
+    assert env.count() == 500
+    restarts = [d for d in env.store.decisions("acme") if d["action"] == "restart"]
+    assert restarts and "code 137" in restarts[0]["reason"]
+
+
+def test_manager_starts_scales_and_stops_instances(make_stream_env):
+    env = make_stream_env()
+    manager = StreamManager(env.platform, env.store, grace_secs=10)
+    env.store.set_desired("acme", "ev", 2)
+    manager.reconcile()
+    assert manager.status()[("acme", "ev")] == 2
+    env.publish("acme", rows(200), id_field="id")
+    assert _wait(lambda: env.count() == 200)
+    procs = [i.proc for i in manager.apps[("acme", "ev")].instances]
+    env.store.set_desired("acme", "ev", 0)
+    manager.reconcile()
+    assert _wait(lambda: all(p.poll() is not None for p in procs))
+    assert all(p.returncode == 0 for p in procs)  # drained and exited cleanly on SIGTERM
+    manager.shutdown()
