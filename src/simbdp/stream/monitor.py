@@ -52,11 +52,12 @@ class ScalingPolicy:
                 p99_ms: float | None, messages: int, now: float) -> Decision | None:
         t = self._trends.setdefault((tenant, spec.name), _Trend())
         hot = backlog > spec.target_backlog or (p99_ms or 0) > spec.target_latency_ms
-        idle = backlog == 0 and messages <= spec.batch_max_rows // 10
+        idle = not hot and backlog == 0 and messages <= spec.batch_max_rows // 10
+        if now - t.changed_at < self.cooldown_secs:
+            t.high = t.idle = 0  # a change needs fresh evidence gathered after it
+            return None
         t.high = t.high + 1 if hot else 0
         t.idle = t.idle + 1 if idle else 0
-        if now - t.changed_at < self.cooldown_secs:
-            return None
         if t.high >= self.high_windows and current < spec.max_instances:
             t.high, t.changed_at = 0, now
             why = (f"backlog {backlog} > target {spec.target_backlog}"
