@@ -27,8 +27,8 @@ class StreamEnv:
     def publish(self, tenant: str, rows: list, **kw: Any) -> None:
         asyncio.run(publish(self.platform, tenant, make_messages(rows, **kw)))
 
-    def count(self, tenant: str = "acme", table: str = "events") -> int:
-        s = open_sink(self.config.sinks["default"])
+    def count(self, tenant: str = "acme", table: str = "events", sink: str = "default") -> int:
+        s = open_sink(self.config.sinks[sink])
         try:
             s.ensure_tables(self.platform.tenant(tenant))
             return s.count_rows(self.platform.tenant(tenant), table)

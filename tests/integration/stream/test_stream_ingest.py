@@ -121,3 +121,31 @@ def test_manager_starts_scales_and_stops_instances(make_stream_env):
     assert _wait(lambda: all(p.poll() is not None for p in procs))
     assert all(p.returncode == 0 for p in procs)  # drained and exited cleanly on SIGTERM
     manager.shutdown()
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+def test_rabbitmq_and_postgres_exactly_once_after_sigkill(make_stream_env, rabbitmq_url, pg_dsn):
+    tenant = stream_tenant()
+    tenant["tables"] = [{**t, "sinks": ["pg"]} for t in tenant["tables"]]
+    env = make_stream_env([tenant], broker={"kind": "rabbitmq", "url": rabbitmq_url},
+                          sinks={"pg": {"kind": "postgres", "dsn": pg_dsn}})
+    faults = env.config.home / ".faults"
+    faults.mkdir()
+    (faults / "stream_after_commit").touch()
+    env.publish("acme", rows(400), id_field="id")
+    env.publish("acme", [b"{oops"], id_prefix="bad")
+    manager = StreamManager(env.platform, env.store, grace_secs=5)
+    env.store.set_desired("acme", "ev", 1)
+    manager.reconcile()
+    [inst] = manager.apps[("acme", "ev")].instances
+    assert _wait(lambda: inst.proc.poll() is not None)
+    assert inst.proc.returncode == 137
+    (faults / "stream_after_commit").unlink()
+    count = lambda: env.count(sink="pg")  # noqa: E731
+    try:
+        assert _wait(lambda: (manager.reconcile(), count() == 400)[1], secs=60)
+    finally:
+        manager.shutdown()
+    assert count() == 400
+    assert [d.id for d in env.dead_letters()] == ["bad:0"]

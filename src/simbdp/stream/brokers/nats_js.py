@@ -1,0 +1,204 @@
+"""NATS JetStream as the messagingsystem (nats-py).
+
+Per tenant: a work-queue stream ``<PREFIX>_<TENANT>`` on subject ``<prefix>.<tenant>.in`` with
+one durable pull consumer shared by the tenant's instances (explicit ack, ``ack_wait`` =
+``lease_secs``), and a stream ``<PREFIX>_<TENANT>_DLQ`` for dead letters. Publishes carry
+``Nats-Msg-Id`` (server-side dedup window) and wait for the PubAck.
+
+An acknowledged publish survives a server crash only with ``sync_interval: always`` in the
+server's JetStream config (NATS 2.10+; the default syncs every two minutes). The server here
+runs without authentication, so there are no per-tenant users: a deployment isolates tenants
+with NATS accounts or users whose permissions allow ``<prefix>.<tenant>.>`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, ClassVar
+
+import nats
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType
+from nats.js.errors import NotFoundError
+
+from simbdp.errors import BrokerUnavailable
+from simbdp.profiles.models import BrokerSettings
+from simbdp.stream.brokers.base import Delivery, OutMessage, TenantCredentials, register_broker
+
+__all__ = ["NatsBroker"]
+
+_ERRORS = (NatsError, OSError, asyncio.TimeoutError)
+
+
+@register_broker
+class NatsBroker:
+    """JetStream streams per tenant, durable pull consumers."""
+
+    kind: ClassVar[str] = "nats"
+
+    def __init__(self, settings: BrokerSettings, prefix: str = "simbdp"):
+        if settings.url is None:
+            raise ValueError("a nats broker needs a url")
+        self.url, self.prefix = settings.url.get_secret_value(), prefix
+        self.ack_wait = settings.lease_secs
+        self._nc: Any = None
+        self._js: Any = None
+        self._subs: dict[str, Any] = {}
+        self._declared: set[str] = set()
+
+    def _stream(self, tenant: str) -> str:
+        return f"{self.prefix}_{tenant}".upper()
+
+    async def connect(self) -> None:
+        if self._nc is not None:
+            return
+        try:
+            self._nc = await nats.connect(self.url, connect_timeout=5, max_reconnect_attempts=3)
+        except _ERRORS as e:
+            raise BrokerUnavailable(f"NATS connection failed: {e}") from e
+        self._js = self._nc.jetstream()
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            with contextlib.suppress(*_ERRORS):
+                await self._nc.close()
+        self._nc = self._js = None
+        self._subs.clear()
+        self._declared.clear()
+
+    async def _add(self, name: str, subject: str, retention: RetentionPolicy) -> None:
+        try:
+            await self._js.add_stream(name=name, subjects=[subject], storage=StorageType.FILE,
+                                      retention=retention)
+        except _ERRORS as e:
+            raise BrokerUnavailable(f"NATS: cannot create stream {name}: {e}") from e
+
+    async def _declare(self, tenant: str) -> None:
+        if tenant in self._declared:
+            return
+        await self.connect()
+        s = self._stream(tenant)
+        await self._add(s, f"{self.prefix}.{tenant}.in", RetentionPolicy.WORK_QUEUE)
+        await self._add(f"{s}_DLQ", f"{self.prefix}.{tenant}.dlq", RetentionPolicy.LIMITS)
+        self._declared.add(tenant)
+
+    async def ensure_tenant(self, tenant: str) -> TenantCredentials | None:
+        await self._declare(tenant)
+        return None
+
+    async def _publish(self, subject: str, m: OutMessage, extra: dict[str, str]) -> None:
+        headers = {**m.headers, **extra, "Nats-Msg-Id": m.id,
+                   "x-published-at": repr(m.published_at)}
+        await self._js.publish(subject, m.body, headers=headers)
+
+    async def publish(self, tenant: str, messages: list[OutMessage]) -> None:
+        await self._declare(tenant)
+        subject = f"{self.prefix}.{tenant}.in"
+        try:
+            await asyncio.gather(*(self._publish(subject, m, {}) for m in messages))
+        except _ERRORS as e:
+            raise BrokerUnavailable(f"NATS publish for tenant {tenant!r} failed: {e}") from e
+
+    async def _sub(self, tenant: str) -> Any:
+        if tenant not in self._subs:
+            await self._declare(tenant)
+            self._subs[tenant] = await self._js.pull_subscribe(
+                f"{self.prefix}.{tenant}.in", durable="ingest", stream=self._stream(tenant),
+                config=ConsumerConfig(ack_wait=self.ack_wait, max_ack_pending=20_000))
+        return self._subs[tenant]
+
+    async def fetch(self, tenant: str, max_messages: int, timeout_secs: float) -> list[Delivery]:
+        try:
+            sub = await self._sub(tenant)
+            msgs = await sub.fetch(max_messages, timeout=max(timeout_secs, 0.05))
+        except NatsTimeout:
+            return []
+        except _ERRORS as e:
+            raise BrokerUnavailable(f"NATS fetch for tenant {tenant!r} failed: {e}") from e
+        out = []
+        for m in msgs:
+            headers = dict(m.headers or {})
+            mid = headers.pop("Nats-Msg-Id", "")
+            out.append(Delivery(id=mid, body=m.data,
+                                published_at=float(headers.pop("x-published-at", "0")),
+                                redelivered=m.metadata.num_delivered > 1, headers=headers,
+                                token=m))
+        return out
+
+    async def ack(self, tenant: str, deliveries: list[Delivery]) -> None:
+        try:
+            await asyncio.gather(*(d.token.ack() for d in deliveries))
+        except _ERRORS as e:
+            raise BrokerUnavailable(f"NATS ack failed: {e}") from e
+
+    async def nack(self, tenant: str, deliveries: list[Delivery]) -> None:
+        try:
+            await asyncio.gather(*(d.token.nak() for d in deliveries))
+        except _ERRORS as e:
+            raise BrokerUnavailable(f"NATS nak failed: {e}") from e
+
+    async def dead_letter(self, tenant: str, delivery: Delivery, reason: str) -> None:
+        m = OutMessage(delivery.id, delivery.body, delivery.published_at, delivery.headers)
+        try:
+            await self._publish(f"{self.prefix}.{tenant}.dlq", m, {"x-reason": reason})
+            await delivery.token.ack()
+        except _ERRORS as e:
+            raise BrokerUnavailable(f"NATS dead-letter failed: {e}") from e
+
+    async def read_dead_letters(self, tenant: str, limit: int = 100) -> list[Delivery]:
+        await self._declare(tenant)
+        name = f"{self._stream(tenant)}_DLQ"
+        info = await self._js.stream_info(name)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            if len(out) >= limit or info.state.messages == 0:
+                break
+            try:
+                raw = await self._js.get_msg(name, seq)
+            except NotFoundError:
+                continue
+            headers = dict(raw.headers or {})
+            out.append(Delivery(id=headers.pop("Nats-Msg-Id", ""), body=raw.data or b"",
+                                published_at=float(headers.pop("x-published-at", "0")),
+                                redelivered=False, headers=headers))
+        return out
+
+    async def backlog(self, tenant: str) -> int:
+        try:
+            info = await (await self._sub(tenant)).consumer_info()
+        except _ERRORS as e:
+            raise BrokerUnavailable(f"NATS consumer info failed: {e}") from e
+        return int(info.num_pending)
+
+    async def _reports(self) -> Any:
+        if "__reports" not in self._subs:
+            await self.connect()
+            name = f"{self.prefix}_REPORTS".upper()
+            await self._add(name, f"{self.prefix}.reports", RetentionPolicy.WORK_QUEUE)
+            self._subs["__reports"] = await self._js.pull_subscribe(
+                f"{self.prefix}.reports", durable="monitor", stream=name)
+        return self._subs["__reports"]
+
+    async def publish_report(self, report: dict[str, Any]) -> None:
+        await self._reports()
+        await self._js.publish(f"{self.prefix}.reports", json.dumps(report).encode())
+
+    async def fetch_reports(self, max_reports: int, timeout_secs: float) -> list[dict[str, Any]]:
+        sub = await self._reports()
+        try:
+            msgs = await sub.fetch(max_reports, timeout=max(timeout_secs, 0.05))
+        except NatsTimeout:
+            return []
+        await asyncio.gather(*(m.ack() for m in msgs))
+        return [json.loads(m.data) for m in msgs]
+
+    async def purge(self, tenant: str) -> None:
+        await self.connect()
+        for name in (self._stream(tenant), f"{self._stream(tenant)}_DLQ"):
+            with contextlib.suppress(*_ERRORS):
+                await self._js.delete_stream(name)
+        self._subs.pop(tenant, None)
+        self._declared.discard(tenant)
