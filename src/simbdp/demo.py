@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from simbdp.cli.report import print_report
 from simbdp.coredms.base import open_sink
 from simbdp.datagen import reddit_comments, sensor_readings
 from simbdp.observe.logs import configure_logging
-from simbdp.profiles import load_platform
+from simbdp.profiles import Platform, load_platform
 from simbdp.state import StateStore
 
 __all__ = ["make_demo_home", "run_demo"]
@@ -32,7 +33,8 @@ def make_demo_home(home: Path) -> None:
     assets = resources.files("simbdp") / "demo_assets"
     (home / "tenants").mkdir(parents=True, exist_ok=True)
     (home / "platform.yaml").write_text(yaml.safe_dump(
-        {"workers": 2, "stable_secs": 0.2, "rescan_secs": 0.5}), encoding="utf-8")
+        {"workers": 2, "stable_secs": 0.2, "rescan_secs": 0.5, "report_interval_secs": 1.0}),
+        encoding="utf-8")
     for t in ("reddit", "sensors"):
         (home / "tenants" / f"{t}.yaml").write_text(
             (assets / f"{t}.yaml").read_text(encoding="utf-8"), encoding="utf-8")
@@ -103,6 +105,8 @@ def run_demo(keep: Path | None = None) -> None:
         console.print(f"dropped {count} files (some bad) into the staging folders; ingesting ...")
         stop = threading.Event()
         manager.serve(stop, idle_exit=True)
+        console.print(f"batch done in {time.monotonic() - started:.1f} s; now streaming ...")
+        _stream_part(platform, store)
         print_report(store)
         _print_outcomes(store)
         _print_rows(platform)
@@ -113,17 +117,57 @@ def run_demo(keep: Path | None = None) -> None:
             shutil.rmtree(home, ignore_errors=True)
 
 
+def _stream_part(platform: Platform, store: StateStore) -> None:
+    """Both tenants publish on the embedded queue; a burst from the Reddit tenant makes the
+    monitor scale its app up, and back down once the backlog is gone."""
+    from simbdp.stream.client import make_messages, publish
+    from simbdp.stream.manager import StreamManager
+    from simbdp.stream.monitor import StreamMonitor
+
+    stop = threading.Event()
+    threads = [threading.Thread(target=part.run, args=(stop,), daemon=True) for part in (
+        StreamManager(platform, StateStore.open(platform.config), grace_secs=10),
+        StreamMonitor(platform, StateStore.open(platform.config)))]
+    for t in threads:
+        t.start()
+    store.set_desired("reddit", "live", 1)
+    store.set_desired("sensors", "feed", 1)
+    burst = reddit_comments(60_000, seed=42, start_id=1_000_000).to_pylist()
+    readings = sensor_readings(3000, seed=11).to_pylist()
+    asyncio.run(publish(platform, "sensors", make_messages(readings, id_prefix="s")))
+    asyncio.run(publish(platform, "reddit", make_messages(burst, id_field="id")))
+    console.print(f"published a burst of {len(burst):,} Reddit comments and "
+                  f"{len(readings):,} sensor readings")
+    deadline = time.monotonic() + 40
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        for d in reversed(store.decisions()):
+            key = f"{d['at']}{d['action']}"
+            if key not in seen and d["action"] in ("scale_up", "scale_down"):
+                seen.add(key)
+                console.print(f"  monitor: {d['tenant']}/{d['app']} {d['action']} "
+                              f"{d['instances_before']} -> {d['instances_after']}: {d['reason']}")
+        actions = {d["action"] for d in store.decisions("reddit")}
+        if {"scale_up", "scale_down"} <= actions:
+            break
+        time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(30)
+
+
 def _print_outcomes(store: StateStore) -> None:
     t = Table(title="every file and what happened to it")
-    for col in ("tenant", "file", "outcome", "rows", "rejected rows", "reason"):
-        t.add_column(col)
+    for col in ("tenant", "file", "outcome", "rows", "rejected rows"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("reason", max_width=80)
     for r in sorted(store.records(kind="batch"), key=lambda r: (r["tenant"], r["source"])):
         t.add_row(r["tenant"], r["source"], r["outcome"], f"{r['rows_loaded']:,}",
                   str(r["rows_rejected"]), (r["reason"] or "")[:90])
     console.print(t)
 
 
-def _print_rows(platform) -> None:  # type: ignore[no-untyped-def]
+def _print_rows(platform: Platform) -> None:
     for tenant, table in (("reddit", "comments"), ("sensors", "readings")):
         profile = platform.tenant(tenant)
         sink = open_sink(platform.config.sinks["default"])

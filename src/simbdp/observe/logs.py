@@ -30,6 +30,8 @@ def configure_logging(log_file: Path | None = None, *, console: bool = False,
         root.addHandler(h)
     root.setLevel(level)
     root.propagate = False
+    # watchdog warns when its emitter thread is stopped with events queued: not ours to show
+    logging.getLogger("watchdog").setLevel(logging.ERROR)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
