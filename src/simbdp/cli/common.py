@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -14,7 +15,8 @@ from simbdp.profiles import Platform, load_platform
 
 __all__ = ["console", "err_console", "home_path", "load"]
 
-console = Console()
+# piped output (CI logs, files) gets room for the report's columns instead of 80
+console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True)
 
 
