@@ -1,10 +1,11 @@
-"""``simbdp serve``: the batch manager, the stream manager and the stream monitor together."""
+"""``simbdp serve``: the batch manager, the stream manager, the stream monitor and the API."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 
+from simbdp.api.app import serve_api
 from simbdp.batch import BatchIngestManager
 from simbdp.observe.logs import get_logger
 from simbdp.profiles import Platform
@@ -39,6 +40,7 @@ def run_platform(platform: Platform, store: StateStore, stop: threading.Event) -
     threads = [
         part("stream-manager", lambda s: StreamManager(platform, s).run(stop)),
         part("stream-monitor", lambda s: StreamMonitor(platform, s).run(stop)),
+        part("api", lambda s: serve_api(platform, stop)),
     ]
     BatchIngestManager(platform, store).serve(stop)
     for t in threads:

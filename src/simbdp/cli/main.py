@@ -12,6 +12,7 @@ from rich.table import Table
 
 from simbdp.batch import BatchIngestManager
 from simbdp.batch.staging import prepare_tenant_dirs
+from simbdp.cli.api import keys_app, push_command
 from simbdp.cli.common import console, load
 from simbdp.cli.report import report
 from simbdp.cli.stream import publish, stream_app
@@ -25,6 +26,8 @@ app = typer.Typer(help="simbdp: multi-tenant big-data ingestion platform.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(stream_app, name="stream")
+tenants_app.add_typer(keys_app, name="key")
+app.command("push")(push_command)
 app.command("report")(report)
 app.command("publish")(publish)
 

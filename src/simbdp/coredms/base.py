@@ -88,7 +88,6 @@ def open_sink(settings: SinkSettings) -> Sink:
     """Instantiate the sink registered for ``settings.kind``."""
     import importlib
 
-    module = {"duckdb": "duckdb_sink", "postgres": "postgres", "parquet": "lake",
-              "delta": "lake"}[settings.kind]
+    module = {"duckdb": "duckdb_sink", "postgres": "postgres"}[settings.kind]
     importlib.import_module(f"simbdp.coredms.{module}")  # registers the sink
     return SINKS[settings.kind](settings)

@@ -239,8 +239,8 @@ class TenantProfile(Model):
 
 
 class SinkSettings(Model):
-    kind: Literal["duckdb", "postgres", "parquet", "delta"]
-    #: duckdb: folder of per-tenant database files; parquet/delta: dataset root
+    kind: Literal["duckdb", "postgres"]
+    #: duckdb: folder of per-tenant database files
     path: Path | None = None
     dsn: SecretStr | None = None
 

@@ -93,10 +93,11 @@ class StateStore:
 
     def records(self, tenant: str | None = None, *, kind: str | None = None,
                 outcome: str | None = None, since: float | None = None,
-                source: str | None = None, limit: int = 1000,
+                source: str | None = None, content_key: str | None = None, limit: int = 1000,
                 offset: int = 0) -> list[dict[str, Any]]:
         """Records, newest first, filtered."""
-        where, params = self._where(tenant=tenant, kind=kind, outcome=outcome, source=source)
+        where, params = self._where(tenant=tenant, kind=kind, outcome=outcome, source=source,
+                                    content_key=content_key)
         if since is not None:
             where.append("started_at >= ?")
             params.append(since)

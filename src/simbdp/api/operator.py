@@ -1,0 +1,81 @@
+"""Operator endpoints: every tenant, record, stream instance and the platform report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query
+from pydantic import ValidationError
+
+from simbdp.api.deps import ApiError, Caller, Services, operator, services
+from simbdp.batch.staging import prepare_tenant_dirs
+from simbdp.observe.report import batch_summary, stream_summary
+from simbdp.profiles import TenantProfile, save_profile
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/operator", tags=["operator"])
+
+
+@router.get("/tenants")
+def tenants(_: Caller = Depends(operator), svc: Services = Depends(services)
+            ) -> list[dict[str, Any]]:
+    """Every tenant with its tables, apps and whether it is enabled."""
+    return [{"tenant_id": p.tenant_id, "enabled": p.enabled,
+             "tables": [t.name for t in p.tables], "apps": [a.name for a in p.apps]}
+            for p in svc.platform.tenants.values()]
+
+
+@router.post("/tenants", status_code=201)
+def add_tenant(profile: dict[str, Any] = Body(...), _: Caller = Depends(operator),
+               svc: Services = Depends(services)) -> dict[str, Any]:
+    """Validate and install a tenant profile (takes effect for new work at once)."""
+    try:
+        p = TenantProfile.model_validate(profile)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise ApiError(422, "invalid_profile", problems) from None
+    save_profile(svc.platform.config, p)
+    prepare_tenant_dirs(svc.platform.config, p.tenant_id)
+    svc.platform.tenants[p.tenant_id] = p
+    return {"tenant_id": p.tenant_id, "staging": str(svc.platform.config.staging_dir(
+        p.tenant_id))}
+
+
+@router.post("/tenants/{tenant}/disable")
+def disable(tenant: str, _: Caller = Depends(operator), svc: Services = Depends(services)
+            ) -> dict[str, Any]:
+    """Stop accepting files and messages from a tenant (its data stays)."""
+    p = svc.platform.tenants.get(tenant)
+    if p is None:
+        raise ApiError(404, "not_found", f"no tenant {tenant!r}")
+    p2 = p.model_copy(update={"enabled": False})
+    save_profile(svc.platform.config, p2)
+    svc.platform.tenants[tenant] = p2
+    for a in p2.stream_apps():
+        svc.store.set_desired(tenant, a.name, 0, paused_reason="tenant disabled")
+    return {"tenant_id": tenant, "enabled": False}
+
+
+@router.get("/records")
+def all_records(_: Caller = Depends(operator), svc: Services = Depends(services),
+                tenant: str | None = None, outcome: str | None = None,
+                since: float | None = None, limit: int = Query(100, ge=1, le=1000),
+                offset: int = Query(0, ge=0)) -> list[dict[str, Any]]:
+    return svc.store.records(tenant, outcome=outcome, since=since, limit=limit, offset=offset)
+
+
+@router.get("/streams")
+def streams(_: Caller = Depends(operator), svc: Services = Depends(services)
+            ) -> dict[str, Any]:
+    """Desired instances per stream app and the latest decisions."""
+    return {"desired": svc.store.desired(), "decisions": svc.store.decisions(limit=100)}
+
+
+@router.get("/report")
+def report(_: Caller = Depends(operator), svc: Services = Depends(services),
+           since: float | None = None) -> dict[str, Any]:
+    """The platform report: batch and stream figures per tenant."""
+    return {"batch": [asdict(s) for s in batch_summary(svc.store, since=since)],
+            "stream": [asdict(s) for s in stream_summary(svc.store, since=since)]}

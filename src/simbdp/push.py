@@ -1,0 +1,102 @@
+"""The push client (the seeds' fetchdata): send a folder's allowed files to simbdp over HTTP.
+
+It reads the tenant's constraints from the server, uploads only files that meet them (the
+others are listed with the reason), in parallel, and resumes cleanly: a file whose content
+was already ingested is reported as such and not sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.progress import Progress
+
+from simbdp.batch.staging import ignored
+from simbdp.formats import detect_format
+
+__all__ = ["PushResult", "push"]
+
+
+@dataclass
+class PushResult:
+    file: str
+    status: str  # sent | skipped | already_ingested | failed
+    reason: str = ""
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _plan(folder: Path, profile: dict[str, Any]) -> tuple[list[Path], list[PushResult]]:
+    limits = profile["batch"]
+    ok, skipped = [], []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or ignored(p.name):
+            continue
+        detected = detect_format(p.name)
+        if detected is None or detected[0] not in limits["file_types"]:
+            skipped.append(PushResult(p.name, "skipped", "file type not allowed (allowed: "
+                                      f"{', '.join(limits['file_types'])})"))
+        elif p.stat().st_size == 0:
+            skipped.append(PushResult(p.name, "skipped", "empty file"))
+        elif p.stat().st_size > limits["max_file_bytes"]:
+            skipped.append(PushResult(p.name, "skipped", f"over the limit of "
+                                      f"{limits['max_file_bytes']} bytes per file"))
+        else:
+            ok.append(p)
+    return ok, skipped
+
+
+def push(server: str, key: str, tenant: str, folder: Path, *, workers: int = 4,
+         watch: bool = False, verify: bool | str = True, progress: bool = True,
+         poll_secs: float = 2.0) -> list[PushResult]:
+    """Upload the allowed files of ``folder``; with ``watch``, keep sending new ones."""
+    headers = {"Authorization": f"Bearer {key}"}
+    base = f"{server.rstrip('/')}/v1/tenants/{tenant}"
+    sent: set[str] = set()
+    results: list[PushResult] = []
+    with httpx.Client(headers=headers, verify=verify, timeout=600) as client:
+        r = client.get(f"{base}/profile")
+        r.raise_for_status()
+        profile = r.json()
+
+        def one(path: Path) -> PushResult:
+            sha = _sha256(path)
+            done = client.get(f"{base}/records", params={"content_key": f"sha256:{sha}",
+                                                         "outcome": "processed", "limit": 1})
+            if done.status_code == 200 and done.json():
+                return PushResult(path.name, "already_ingested",
+                                  f"same content ingested as {done.json()[0]['source']!r}")
+            with path.open("rb") as f:
+                up = client.put(f"{base}/files/{path.name}", content=f,
+                                headers={"X-Content-SHA256": sha,
+                                         "Content-Length": str(path.stat().st_size)})
+            if up.status_code == 202:
+                return PushResult(path.name, "sent")
+            return PushResult(path.name, "failed", up.json().get("error", {}).get("message",
+                                                                                   up.text))
+
+        while True:
+            todo, skipped = _plan(folder, profile)
+            todo = [p for p in todo if p.name not in sent]
+            results += [s for s in skipped if s.file not in sent]
+            sent.update(s.file for s in skipped)
+            if len(todo) > profile["batch"]["max_files_per_ingestion"]:
+                todo = todo[: profile["batch"]["max_files_per_ingestion"]]
+            with Progress(disable=not progress) as bar, ThreadPoolExecutor(workers) as pool:
+                task = bar.add_task("uploading", total=len(todo))
+                for res in pool.map(one, todo):
+                    results.append(res)
+                    sent.add(res.file)
+                    bar.advance(task)
+            if not watch:
+                return results
+            time.sleep(poll_secs)
