@@ -140,20 +140,19 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
         txns: dict[str, SinkTransaction] = {n: s.begin(profile) for n, s in sinks.items()}
         stack.callback(_rollback_all, txns)
         rejected_file = config.tenant_dir(tenant) / "rejected-rows" / f"{job.record_id}-{name}.csv"
-        for i, batch in enumerate(_timed(read_batches(job.path, options), result)):
-            result.rows_in += batch.num_rows
-            t0 = time.perf_counter()
-            if runner is not None:
-                ctx = AppContext(tenant=tenant, app=app.name, source=name,
-                                 tables=tuple(table_names), chunk=i)
-                outputs = runner.call(batch, ctx)
-            else:
-                outputs = {table_names[0]: pa.Table.from_batches([batch])}
-            t1 = time.perf_counter()
-            result.app_secs += t1 - t0
-            for tname, data in outputs.items():
-                _write(tables[tname], data, name, txns, result, rejected_file)
-            result.write_secs += time.perf_counter() - t1
+        outputs = _outputs(job.path, options, runner, app, tables, result, rejected_file)
+        started = time.perf_counter()
+        txn, table = next(iter(txns.values())), next(iter(tables.values()))
+        if len(txns) == len(tables) == 1 and hasattr(txn, "write_stream") \
+                and not table.primary_key:
+            # one unkeyed table, one sink: it pulls the whole file through one statement
+            _stream_into(txn, table, outputs)
+        else:
+            for table, good in outputs:
+                for sink_name in table.sinks:
+                    if sink_name in txns:
+                        txns[sink_name].write(table, good)
+        result.write_secs += time.perf_counter() - started - result.read_secs - result.app_secs
         t0 = time.perf_counter()
         loaded = result.rows_loaded // max(1, len(tables))
         for sink_name, txn in list(txns.items()):
@@ -167,23 +166,59 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
             result.rejected_rows_file = str(rejected_file)
 
 
-def _write(table: TableSpec, data: pa.Table, source: str, txns: dict[str, SinkTransaction],
-           result: JobResult, rejected_file: Path) -> None:
-    conformed = conform(data, table, source)
-    good = conformed.good
-    if table.primary_key and good.num_rows:
-        good = dedupe_last(good, table.primary_key)
-    if good.num_rows:
-        for sink_name in table.sinks:
-            if sink_name in txns:
-                txns[sink_name].write(table, good)
-    result.rows_loaded += conformed.rows_good
-    result.rows_rejected += conformed.rows_rejected
-    for rule, n in conformed.rule_failures.items():
-        result.rule_failures[rule] = result.rule_failures.get(rule, 0) + n
-    if conformed.rows_rejected:
-        rejected_file.parent.mkdir(parents=True, exist_ok=True)
-        write_rejected(conformed.rejected, rejected_file)
+def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
+             tables: dict[str, TableSpec], result: JobResult, rejected_file: Path
+             ) -> Iterator[tuple[TableSpec, pa.Table]]:
+    """Read -> app -> conform, chunk by chunk: the rows that fit each target table."""
+    names = tuple(tables)
+    for i, batch in enumerate(_timed(read_batches(path, options), result)):
+        result.rows_in += batch.num_rows
+        t0 = time.perf_counter()
+        if runner is not None and app is not None:
+            ctx = AppContext(tenant=runner.tenant, app=app.name, source=path.name,
+                             tables=names, chunk=i)
+            outputs = runner.call(batch, ctx)
+        else:
+            outputs = {names[0]: pa.Table.from_batches([batch])}
+        result.app_secs += time.perf_counter() - t0
+        for tname, data in outputs.items():
+            table = tables[tname]
+            conformed = conform(data, table, path.name)
+            good = conformed.good
+            if table.primary_key and good.num_rows:
+                good = dedupe_last(good, table.primary_key)
+            result.rows_loaded += conformed.rows_good
+            result.rows_rejected += conformed.rows_rejected
+            for rule, n in conformed.rule_failures.items():
+                result.rule_failures[rule] = result.rule_failures.get(rule, 0) + n
+            if conformed.rows_rejected:
+                rejected_file.parent.mkdir(parents=True, exist_ok=True)
+                write_rejected(conformed.rejected, rejected_file)
+            if good.num_rows:
+                yield table, good
+
+
+def _stream_into(txn: SinkTransaction, table: TableSpec,
+                 outputs: Iterator[tuple[TableSpec, pa.Table]]) -> None:
+    """Hand the sink one Arrow stream; an error raised while producing it is re-raised as
+    itself, not as the sink's wrapping of it."""
+    failure: list[BaseException] = []
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for _, good in outputs:
+                yield from good.to_batches()
+        except BaseException as e:
+            failure.append(e)
+            raise
+
+    reader = pa.RecordBatchReader.from_batches(table.arrow_schema(), batches())
+    try:
+        txn.write_stream(table, reader)  # type: ignore[attr-defined]
+    except BaseException:
+        if failure:
+            raise failure[0] from None
+        raise
 
 
 def _fault_point(config: PlatformConfig, name: str) -> None:

@@ -38,7 +38,7 @@ from simbdp.profiles.types import duckdb_type
 __all__ = ["DuckDBSink", "DuckDBTransaction"]
 
 LOCK_TIMEOUT_SECS = 600.0
-MEMORY_LIMIT = "400MB"
+MEMORY_LIMIT = "128MB"
 
 
 class _Lock:
@@ -70,6 +70,7 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
         raise SinkUnavailable(f"DuckDB {path.name}: cannot open: {e}") from e
     con.execute(f"SET memory_limit='{MEMORY_LIMIT}'")
     con.execute("SET preserve_insertion_order=false")
+    con.execute("SET enable_progress_bar=false")
     return con
 
 
@@ -94,6 +95,18 @@ class DuckDBTransaction:
             raise SinkUnavailable(f"tenant {self._tenant!r}: DuckDB write failed: {e}") from e
         finally:
             self._con.unregister("__simbdp_batch")
+
+    def write_stream(self, table: TableSpec, reader: pa.RecordBatchReader) -> None:
+        """Append a whole stream of batches in one statement (unkeyed tables). DuckDB keeps
+        the Arrow buffers of every registered batch until commit; one stream does not."""
+        cols = ", ".join(qi(c) for c in table.column_names)
+        try:
+            self._con.execute(f"INSERT INTO {qualified(self._schema, table.name)} ({cols}) "
+                              f"SELECT {cols} FROM reader")
+        except duckdb.ConstraintException as e:
+            raise SchemaError(f"tenant {self._tenant!r}: table {table.name!r}: {e}") from e
+        except duckdb.Error as e:
+            raise SinkUnavailable(f"tenant {self._tenant!r}: DuckDB write failed: {e}") from e
 
     def add_message_ids(self, ids: pa.Array) -> None:
         ids_table = pa.table({"id": pa.array(ids, pa.string())})

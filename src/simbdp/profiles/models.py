@@ -280,7 +280,7 @@ class PlatformConfig(Model):
     state_dsn: SecretStr | None = None
     sinks: dict[str, SinkSettings] = {}
     workers: int = Field(2, ge=1)
-    chunk_bytes: ByteSize = ByteSize(16 * 1024**2)
+    chunk_bytes: ByteSize = ByteSize(4 * 1024**2)
     stable_secs: float = Field(0.5, ge=0)
     rescan_secs: float = Field(5.0, gt=0)
     job_attempts: int = Field(3, ge=1)
