@@ -38,7 +38,6 @@ from simbdp.profiles.types import duckdb_type
 __all__ = ["DuckDBSink", "DuckDBTransaction"]
 
 LOCK_TIMEOUT_SECS = 600.0
-MEMORY_LIMIT = "128MB"
 
 
 class _Lock:
@@ -63,12 +62,12 @@ class _Lock:
             self.fd = -1
 
 
-def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+def _connect(path: Path, memory_limit_mb: int) -> duckdb.DuckDBPyConnection:
     try:
         con = duckdb.connect(str(path))
     except duckdb.IOException as e:
         raise SinkUnavailable(f"DuckDB {path.name}: cannot open: {e}") from e
-    con.execute(f"SET memory_limit='{MEMORY_LIMIT}'")
+    con.execute(f"SET memory_limit='{memory_limit_mb}MB'")
     con.execute("SET preserve_insertion_order=false")
     con.execute("SET enable_progress_bar=false")
     return con
@@ -165,6 +164,7 @@ class DuckDBSink:
             raise ValueError("a duckdb sink needs a path")
         self.root = settings.path
         self.root.mkdir(parents=True, exist_ok=True)
+        self.memory_limit_mb = settings.memory_limit_mb
 
     def _paths(self, profile: TenantProfile) -> tuple[Path, Path]:
         t = profile.tenant_id
@@ -176,7 +176,7 @@ class DuckDBSink:
         db, lock_path = self._paths(profile)
         lock = _Lock(lock_path)
         try:
-            con = _connect(db)
+            con = _connect(db, self.memory_limit_mb)
             try:
                 yield con
             finally:
@@ -222,7 +222,7 @@ class DuckDBSink:
         db, lock_path = self._paths(profile)
         lock = _Lock(lock_path)
         try:
-            return DuckDBTransaction(lock, _connect(db), profile)
+            return DuckDBTransaction(lock, _connect(db, self.memory_limit_mb), profile)
         except BaseException:
             lock.release()
             raise

@@ -243,6 +243,8 @@ class SinkSettings(Model):
     #: duckdb: folder of per-tenant database files
     path: Path | None = None
     dsn: SecretStr | None = None
+    #: duckdb: memory limit of each connection (keyed tables need room for their index)
+    memory_limit_mb: int = Field(256, ge=64)
 
     @model_validator(mode="after")
     def _check(self) -> SinkSettings:
