@@ -6,15 +6,33 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Depends, HTTPException, Request
+from pydantic import BaseModel
 
 from simbdp.profiles import Platform
 from simbdp.profiles.models import TenantProfile
 from simbdp.state import StateStore
 from simbdp.state.keys import OPERATOR, verify_key
 
-__all__ = ["ApiError", "Caller", "Services", "caller", "operator", "tenant_of"]
+__all__ = ["ERRORS", "ApiError", "Caller", "ErrorBody", "Services", "caller", "operator",
+           "tenant_of"]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: a stable code and a message that says what to fix."""
+
+    error: ErrorDetail
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 408, 409, 413, 415, 422, 429)}
 
 
 class ApiError(HTTPException):

@@ -6,16 +6,15 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query
-from pydantic import ValidationError
 
-from simbdp.api.deps import ApiError, Caller, Services, operator, services
+from simbdp.api.deps import ERRORS, ApiError, Caller, Services, operator, services
 from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.observe.report import batch_summary, stream_summary
 from simbdp.profiles import TenantProfile, save_profile
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/operator", tags=["operator"])
+router = APIRouter(prefix="/v1/operator", tags=["operator"], responses=ERRORS)
 
 
 @router.get("/tenants")
@@ -28,14 +27,9 @@ def tenants(_: Caller = Depends(operator), svc: Services = Depends(services)
 
 
 @router.post("/tenants", status_code=201)
-def add_tenant(profile: dict[str, Any] = Body(...), _: Caller = Depends(operator),
+def add_tenant(p: TenantProfile = Body(...), _: Caller = Depends(operator),
                svc: Services = Depends(services)) -> dict[str, Any]:
     """Validate and install a tenant profile (takes effect for new work at once)."""
-    try:
-        p = TenantProfile.model_validate(profile)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise ApiError(422, "invalid_profile", problems) from None
     save_profile(svc.platform.config, p)
     prepare_tenant_dirs(svc.platform.config, p.tenant_id)
     svc.platform.tenants[p.tenant_id] = p
@@ -62,7 +56,7 @@ def disable(tenant: str, _: Caller = Depends(operator), svc: Services = Depends(
 def all_records(_: Caller = Depends(operator), svc: Services = Depends(services),
                 tenant: str | None = None, outcome: str | None = None,
                 since: float | None = None, limit: int = Query(100, ge=1, le=1000),
-                offset: int = Query(0, ge=0)) -> list[dict[str, Any]]:
+                offset: int = Query(0, ge=0, le=1_000_000_000)) -> list[dict[str, Any]]:
     return svc.store.records(tenant, outcome=outcome, since=since, limit=limit, offset=offset)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from pydantic import BaseModel
 
-from simbdp.api.deps import ApiError, Services, services, tenant_of
+from simbdp.api.deps import ERRORS, ApiError, Services, services, tenant_of
 from simbdp.batch.staging import check_name, prepare_tenant_dirs
 from simbdp.errors import Rejected
 from simbdp.formats import detect_format
@@ -22,7 +22,7 @@ from simbdp.state import today
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["tenant"])
+router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["tenant"], responses=ERRORS)
 _CHUNK = 1024 * 1024
 
 
@@ -68,7 +68,7 @@ def records(p: TenantProfile = Depends(tenant_of), svc: Services = Depends(servi
             outcome: str | None = None, source: str | None = None,
             since: float | None = Query(None, description="epoch seconds"),
             content_key: str | None = None,
-            limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)
+            limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000_000)
             ) -> list[dict[str, Any]]:
     """The tenant's ingestion records, newest first."""
     rows = svc.store.records(p.tenant_id, outcome=outcome, since=since, source=source,
