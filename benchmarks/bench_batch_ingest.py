@@ -165,7 +165,7 @@ def main() -> None:
         big = reddit_csv(rows)
         secs, peak = simbdp_run({"acme": [big]}, keyed=False)
         print(f"\n{big.stat().st_size / 1e9:.2f} GB file ({rows:,} rows): {secs:.1f} s, "
-              f"peak RSS of manager + workers {peak:.0f} MB (target < 600 MB)")
+              f"peak memory (PSS) of manager + workers {peak:.0f} MB (target < 600 MB)")
     shutil.rmtree(Path(__file__).parent / "data" / "tmp", ignore_errors=True)
 
 

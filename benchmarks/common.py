@@ -35,7 +35,11 @@ def timed(fn: Callable[[], object]) -> float:
 
 @contextmanager
 def peak_rss(pid: int | None = None, interval: float = 0.05) -> Iterator[dict[str, float]]:
-    """Sample the RSS of a process and all its descendants; yields {'peak_mb': ...}."""
+    """Sample the memory of a process and all its descendants; yields {'peak_mb': ...}.
+
+    Summed as PSS (proportional set size): pages shared by the forked workers (pyarrow,
+    duckdb) count once, split between them, instead of once per process as RSS would.
+    """
     proc = psutil.Process(pid)
     out = {"peak_mb": 0.0}
     stop = threading.Event()
@@ -49,7 +53,7 @@ def peak_rss(pid: int | None = None, interval: float = 0.05) -> Iterator[dict[st
                 procs = [proc]
             for p in procs:
                 with suppress(psutil.Error):
-                    total += p.memory_info().rss
+                    total += p.memory_full_info().pss
             out["peak_mb"] = max(out["peak_mb"], total / 1e6)
             stop.wait(interval)
 
