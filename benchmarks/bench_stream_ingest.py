@@ -24,6 +24,7 @@ from typing import Any
 
 import aio_pika
 import nats
+from nats.js.api import ConsumerConfig
 
 from simbdp.coredms.base import open_sink
 from simbdp.profiles import Platform
@@ -133,11 +134,12 @@ async def bare_nats(url: str, n: int) -> float:
     msgs = _messages(n)
     for i in range(0, n, 2000):
         await asyncio.gather(*(js.publish(f"{name}.in", m.body) for m in msgs[i:i + 2000]))
-    sub = await js.pull_subscribe(f"{name}.in", durable="bare", stream=name)
+    sub = await js.pull_subscribe(f"{name}.in", durable="bare", stream=name,
+                                  config=ConsumerConfig(max_ack_pending=20_000))
     got = 0
     t0 = time.perf_counter()
     while got < n:
-        batch = await sub.fetch(min(5000, n - got), timeout=5)
+        batch = await sub.fetch(min(5000, n - got), timeout=0.25)
         await asyncio.gather(*(m.ack() for m in batch))
         got += len(batch)
     secs = time.perf_counter() - t0
