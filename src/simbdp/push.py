@@ -8,6 +8,7 @@ was already ingested is reported as such and not sent again.
 from __future__ import annotations
 
 import hashlib
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,10 +57,12 @@ def _plan(folder: Path, profile: dict[str, Any]) -> tuple[list[Path], list[PushR
 
 
 def push(server: str, key: str, tenant: str, folder: Path, *, workers: int = 4,
-         watch: bool = False, verify: bool | str = True, progress: bool = True,
+         watch: bool = False, verify: bool | str | ssl.SSLContext = True, progress: bool = True,
          poll_secs: float = 2.0) -> list[PushResult]:
     """Upload the allowed files of ``folder``; with ``watch``, keep sending new ones."""
     headers = {"Authorization": f"Bearer {key}"}
+    if isinstance(verify, str):  # a CA file, e.g. the provider's self-signed certificate
+        verify = ssl.create_default_context(cafile=verify)
     base = f"{server.rstrip('/')}/v1/tenants/{tenant}"
     sent: set[str] = set()
     results: list[PushResult] = []

@@ -153,7 +153,8 @@ def test_postgres_sink_end_to_end(make_env, comments, pg_dsn):
     drop(env.staging("acme") / "a.csv", comments(3000))
     drop(env.staging("acme") / "a2.csv", comments(3000))  # same content: duplicate
     recs = env.ingest("acme", "a.csv", "a2.csv")
-    assert [r["outcome"] for r in recs] == ["processed", "duplicate"]
+    # PostgreSQL tenants run files in parallel: whichever commits first is the original
+    assert sorted(r["outcome"] for r in recs) == ["duplicate", "processed"]
     assert env.count("acme", sink="pg") == 3000
 
 

@@ -145,6 +145,7 @@ def test_rabbitmq_and_postgres_exactly_once_after_sigkill(make_stream_env, rabbi
     count = lambda: env.count(sink="pg")  # noqa: E731
     try:
         assert _wait(lambda: (manager.reconcile(), count() == 400)[1], secs=60)
+        assert _wait(lambda: bool(env.dead_letters()), secs=30)
     finally:
         manager.shutdown()
     assert count() == 400
