@@ -104,7 +104,7 @@ class StateStore:
         sql = "SELECT * FROM ingestions"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY started_at DESC, id LIMIT ? OFFSET ?"
+        sql += " ORDER BY started_at DESC LIMIT ? OFFSET ?"
         return self.db.query(sql, [*params, limit, offset])
 
     @staticmethod
