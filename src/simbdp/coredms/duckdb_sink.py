@@ -81,31 +81,32 @@ class DuckDBTransaction:
         self._tenant = profile.tenant_id
         con.begin()
 
-    def write(self, table: TableSpec, data: pa.Table | pa.RecordBatch) -> None:
-        verb = "INSERT OR REPLACE INTO" if table.primary_key else "INSERT INTO"
+    def _insert(self, table: TableSpec, source: str, verb: str = "INSERT INTO") -> None:
         cols = ", ".join(qi(c) for c in table.column_names)
-        self._con.register("__simbdp_batch", data)
         try:
             self._con.execute(f"{verb} {qualified(self._schema, table.name)} ({cols}) "
-                              f"SELECT {cols} FROM __simbdp_batch")
+                              f"SELECT {cols} FROM {source}")
         except duckdb.ConstraintException as e:
             raise SchemaError(f"tenant {self._tenant!r}: table {table.name!r}: {e}") from e
         except duckdb.Error as e:
             raise SinkUnavailable(f"tenant {self._tenant!r}: DuckDB write failed: {e}") from e
+
+    def write(self, table: TableSpec, data: pa.Table | pa.RecordBatch) -> None:
+        self._con.register("__simbdp_batch", data)
+        try:
+            self._insert(table, "__simbdp_batch",
+                         "INSERT OR REPLACE INTO" if table.primary_key else "INSERT INTO")
         finally:
             self._con.unregister("__simbdp_batch")
 
     def write_stream(self, table: TableSpec, reader: pa.RecordBatchReader) -> None:
         """Append a whole stream of batches in one statement (unkeyed tables). DuckDB keeps
         the Arrow buffers of every registered batch until commit; one stream does not."""
-        cols = ", ".join(qi(c) for c in table.column_names)
+        self._con.register("__simbdp_stream", reader)
         try:
-            self._con.execute(f"INSERT INTO {qualified(self._schema, table.name)} ({cols}) "
-                              f"SELECT {cols} FROM reader")
-        except duckdb.ConstraintException as e:
-            raise SchemaError(f"tenant {self._tenant!r}: table {table.name!r}: {e}") from e
-        except duckdb.Error as e:
-            raise SinkUnavailable(f"tenant {self._tenant!r}: DuckDB write failed: {e}") from e
+            self._insert(table, "__simbdp_stream")
+        finally:
+            self._con.unregister("__simbdp_stream")
 
     def add_message_ids(self, ids: pa.Array) -> None:
         ids_table = pa.table({"id": pa.array(ids, pa.string())})

@@ -43,16 +43,10 @@ def decode_batch(deliveries: list[Delivery], max_message_bytes: int) -> Decoded:
                               f"{max_message_bytes}"))
         elif b"\n" in d.body or b"\r" in d.body:
             # pretty-printed JSON: normalise it to one line (rare, per message)
-            try:
-                value = json.loads(d.body)
-            except ValueError as e:
-                poison.append((d, f"message {d.id!r} is not valid JSON: {e}"))
-                continue
-            if not isinstance(value, dict):
-                poison.append((d, f"message {d.id!r} is not a JSON object"))
-                continue
-            d.body = json.dumps(value).encode()
-            good.append(d)
+            value = _object(d, poison)
+            if value is not None:
+                d.body = json.dumps(value).encode()
+                good.append(d)
         else:
             good.append(d)
     if not good:
@@ -65,6 +59,19 @@ def decode_batch(deliveries: list[Delivery], max_message_bytes: int) -> Decoded:
         table, good = _decode_each(good, poison)
     return Decoded(table.append_column(MSG_COLUMN, pa.array(range(len(good)), pa.int64())),
                    good, poison)
+
+
+def _object(d: Delivery, poison: list[tuple[Delivery, str]]) -> dict[str, object] | None:
+    """The message's JSON object, or None after recording why it is poison."""
+    try:
+        value = json.loads(d.body)
+    except ValueError as e:
+        poison.append((d, f"message {d.id!r} is not valid JSON: {e}"))
+        return None
+    if not isinstance(value, dict):
+        poison.append((d, f"message {d.id!r} is not a JSON object ({type(value).__name__})"))
+        return None
+    return value
 
 
 def _as_text(t: pa.Table) -> pa.Table:
@@ -80,18 +87,7 @@ def _as_text(t: pa.Table) -> pa.Table:
 
 def _decode_each(candidates: list[Delivery], poison: list[tuple[Delivery, str]]
                  ) -> tuple[pa.Table, list[Delivery]]:
-    good = []
-    for d in candidates:
-        try:
-            value = json.loads(d.body)
-        except ValueError as e:
-            poison.append((d, f"message {d.id!r} is not valid JSON: {e}"))
-            continue
-        if not isinstance(value, dict):
-            poison.append((d, f"message {d.id!r} is not a JSON object "
-                              f"({type(value).__name__})"))
-            continue
-        good.append(d)
+    good = [d for d in candidates if _object(d, poison) is not None]
     if not good:
         return pa.table({}), []
     try:
