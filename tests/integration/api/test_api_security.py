@@ -118,3 +118,31 @@ def test_rate_limit_429_with_retry_after(make_api):
     assert codes[:3] == [200, 200, 200] and codes[3] == 429
     r = api.client.get("/v1/tenants/acme/quota", headers=api.h("acme"))
     assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_publish_and_stream_control_through_the_api(api):
+    import asyncio
+
+    from simbdp.stream.brokers import open_broker
+
+    r = api.client.post("/v1/tenants/beta/messages?id_field=id",
+                        json=[{"id": "m1", "n": 1}, {"id": "m2", "n": 2}], headers=api.h("beta"))
+    assert r.status_code == 200 and r.json() == {"published": 2}
+    big = api.client.post("/v1/tenants/beta/messages", json=[{"x": "y" * 5000}],
+                          headers=api.h("beta"))
+    assert big.status_code == 413
+
+    async def backlog() -> int:
+        b = open_broker(api.platform.config.broker)
+        n = await b.backlog("beta")
+        await b.close()
+        return n
+    assert asyncio.run(backlog()) == 2
+    r = api.client.post("/v1/tenants/beta/streams/ev", json={"instances": 2},
+                        headers=api.h("beta"))
+    assert r.status_code == 200
+    assert api.store.desired()[0]["instances"] == 2
+    assert api.store.decisions("beta")[0]["reason"].startswith("requested through the API")
+    too_many = api.client.post("/v1/tenants/beta/streams/ev", json={"instances": 99},
+                               headers=api.h("beta"))
+    assert too_many.status_code == 422
