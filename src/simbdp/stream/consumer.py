@@ -249,7 +249,8 @@ class StreamInstance:
             await self.broker.nack(self.tenant, keep)
             return
         _fault_point(self.config.home, "stream_after_commit")
-        await self.broker.ack(self.tenant, keep)
+        # repeats and poison of this batch were settled before: the batch is done
+        await self.broker.ack(self.tenant, keep, whole_batch=True)
         now = time.time()
         w = self._window
         w.rows_loaded += sum(t.num_rows for t in outputs.values())

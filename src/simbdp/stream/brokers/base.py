@@ -70,7 +70,11 @@ class Broker(Protocol):
     async def fetch(self, tenant: str, max_messages: int, timeout_secs: float) -> list[Delivery]:
         """Pull up to ``max_messages``, waiting at most ``timeout_secs`` for the first."""
 
-    async def ack(self, tenant: str, deliveries: list[Delivery]) -> None: ...
+    async def ack(self, tenant: str, deliveries: list[Delivery], *,
+                  whole_batch: bool = False) -> None:
+        """Acknowledge deliveries. ``whole_batch``: every delivery fetched before these is
+        settled too, so the broker may acknowledge them all at once (RabbitMQ: one
+        ``basic.ack`` with ``multiple``)."""
 
     async def nack(self, tenant: str, deliveries: list[Delivery]) -> None:
         """Return deliveries to the queue for redelivery."""

@@ -126,7 +126,8 @@ class EmbeddedBroker:
         return [Delivery(id=r[1], body=bytes(r[2]), published_at=r[3], redelivered=r[5] > 1,
                          headers=json.loads(r[4]), token=r[0]) for r in rows]
 
-    async def ack(self, tenant: str, deliveries: list[Delivery]) -> None:
+    async def ack(self, tenant: str, deliveries: list[Delivery], *,
+                  whole_batch: bool = False) -> None:
         if deliveries:
             seqs = [(d.token,) for d in deliveries]
             await self._run(lambda c: c.executemany("DELETE FROM messages WHERE seq = ?", seqs))

@@ -128,7 +128,8 @@ class NatsBroker:
                                 token=m))
         return out
 
-    async def ack(self, tenant: str, deliveries: list[Delivery]) -> None:
+    async def ack(self, tenant: str, deliveries: list[Delivery], *,
+                  whole_batch: bool = False) -> None:
         try:
             await asyncio.gather(*(d.token.ack() for d in deliveries))
         except _ERRORS as e:

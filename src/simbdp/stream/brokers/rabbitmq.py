@@ -166,9 +166,18 @@ class RabbitMQBroker:
                                 redelivered=bool(msg.redelivered), headers=headers, token=msg))
         return out
 
-    async def ack(self, tenant: str, deliveries: list[Delivery]) -> None:
+    async def ack(self, tenant: str, deliveries: list[Delivery], *,
+                  whole_batch: bool = False) -> None:
+        if not deliveries:
+            return
         try:
-            await asyncio.gather(*(d.token.ack() for d in deliveries))
+            if whole_batch:
+                # delivery tags grow in delivery order on a channel: acking the highest with
+                # "multiple" settles the batch in one frame instead of one per message
+                last = max(deliveries, key=lambda d: d.token.delivery_tag)
+                await last.token.ack(multiple=True)
+            else:
+                await asyncio.gather(*(d.token.ack() for d in deliveries))
         except _ERRORS as e:
             raise _wrap(e, "ack") from e
 
