@@ -96,25 +96,25 @@ class StateStore:
                 source: str | None = None, content_key: str | None = None, limit: int = 1000,
                 offset: int = 0) -> list[dict[str, Any]]:
         """Records, newest first, filtered."""
-        where, params = self._where(tenant=tenant, kind=kind, outcome=outcome, source=source,
-                                    content_key=content_key)
-        if since is not None:
-            where.append("started_at >= ?")
-            params.append(since)
-        sql = "SELECT * FROM ingestions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY started_at DESC LIMIT ? OFFSET ?"
-        return self.db.query(sql, [*params, limit, offset])
+        return self._select("ingestions", "started_at", since, limit, offset, tenant=tenant,
+                            kind=kind, outcome=outcome, source=source, content_key=content_key)
 
-    @staticmethod
-    def _where(**filters: Any) -> tuple[list[str], list[Any]]:
+    def _select(self, table: str, time_col: str, since: float | None, limit: int,
+                offset: int = 0, **filters: Any) -> list[dict[str, Any]]:
+        """Rows of ``table`` matching the non-None equality filters, newest first."""
         where, params = [], []
         for col, val in filters.items():
             if val is not None:
                 where.append(f"{col} = ?")
                 params.append(val)
-        return where, params
+        if since is not None:
+            where.append(f"{time_col} >= ?")
+            params.append(since)
+        sql = f"SELECT * FROM {table}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {time_col} DESC LIMIT ? OFFSET ?"
+        return self.db.query(sql, [*params, limit, offset])
 
     def interrupt_running(self, reason: str) -> list[dict[str, Any]]:
         """Mark records left ``running`` by a stopped process as ``interrupted``; return them."""
@@ -164,14 +164,7 @@ class StateStore:
 
     def stream_reports(self, tenant: str | None = None, app: str | None = None,
                        since: float | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
-        where, params = self._where(tenant=tenant, app=app)
-        if since is not None:
-            where.append("window_end >= ?")
-            params.append(since)
-        sql = "SELECT * FROM stream_reports"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return self.db.query(sql + " ORDER BY window_end DESC LIMIT ?", [*params, limit])
+        return self._select("stream_reports", "window_end", since, limit, tenant=tenant, app=app)
 
     def add_decision(self, tenant: str, app: str | None, action: str, reason: str,
                      before: int | None = None, after: int | None = None) -> None:
@@ -182,14 +175,7 @@ class StateStore:
 
     def decisions(self, tenant: str | None = None, since: float | None = None,
                   limit: int = 1000) -> list[dict[str, Any]]:
-        where, params = self._where(tenant=tenant)
-        if since is not None:
-            where.append("at >= ?")
-            params.append(since)
-        sql = "SELECT * FROM decisions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return self.db.query(sql + " ORDER BY at DESC LIMIT ?", [*params, limit])
+        return self._select("decisions", "at", since, limit, tenant=tenant)
 
     def set_desired(self, tenant: str, app: str, instances: int,
                     paused_reason: str | None = None) -> None:
