@@ -38,6 +38,9 @@ class SinkTransaction(Protocol):
         """Append (or upsert, when the table has a primary key) rows already cast to
         ``table.arrow_schema()``. Bulk only: no per-row statement. Raises SinkUnavailable."""
 
+    def seen_message_ids(self, ids: pa.Array) -> pa.Array:
+        """The subset of ``ids`` already committed, looked up in this transaction."""
+
     def add_message_ids(self, ids: pa.Array) -> None:
         """Record stream message ids (strings) in this transaction; committing two
         transactions that share an id fails with DuplicateMessages (nothing committed)."""

@@ -108,6 +108,16 @@ class DuckDBTransaction:
         finally:
             self._con.unregister("__simbdp_stream")
 
+    def seen_message_ids(self, ids: pa.Array) -> pa.Array:
+        """The ids already committed, looked up inside this transaction."""
+        self._con.register("__simbdp_probe", pa.table({"id": pa.array(ids, pa.string())}))
+        try:
+            return self._con.sql(
+                f"SELECT p.id FROM __simbdp_probe p JOIN {qualified(self._schema, MESSAGES)} m "
+                "ON m.id = p.id").to_arrow_table().column("id").combine_chunks()
+        finally:
+            self._con.unregister("__simbdp_probe")
+
     def add_message_ids(self, ids: pa.Array) -> None:
         ids_table = pa.table({"id": pa.array(ids, pa.string())})
         self._con.register("__simbdp_ids", ids_table)

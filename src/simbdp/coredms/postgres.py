@@ -104,6 +104,17 @@ class PostgresTransaction:
             raise SchemaError(f"tenant {self._tenant!r}: table {table.name!r}: "
                               f"{str(e).splitlines()[0]}") from e
 
+    def seen_message_ids(self, ids: pa.Array) -> pa.Array:
+        """The ids already committed, looked up inside this transaction."""
+        try:
+            rows = self._conn.execute(
+                f"SELECT id FROM {qualified(self._schema, MESSAGES)} WHERE id = ANY(%s)",
+                [pa.array(ids, pa.string()).to_pylist()]).fetchall()
+        except psycopg.OperationalError as e:
+            self.rollback()
+            raise SinkUnavailable(f"tenant {self._tenant!r}: PostgreSQL: {e}") from e
+        return pa.array([r[0] for r in rows], pa.string())
+
     def add_message_ids(self, ids: pa.Array) -> None:
         ids = pa.array(ids, pa.string())
         try:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from simbdp.apps import AppContext, AppRunner
-from simbdp.coredms.base import LedgerEntry, Sink, open_sink
+from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction, open_sink
 from simbdp.errors import AppFailed, DuplicateMessages, SchemaError, SinkUnavailable
 from simbdp.observe.logs import configure_logging, get_logger
 from simbdp.profiles import Platform, load_platform
@@ -64,6 +64,7 @@ class StreamInstance:
         self._window = _Window()
         self._sinks: dict[str, Sink] = {}
         self._runner: AppRunner | None = None
+        self._open_txn: SinkTransaction | None = None
 
     def _sink(self, name: str) -> Sink:
         if name not in self._sinks:
@@ -135,12 +136,31 @@ class StreamInstance:
         seen: set[str] = set()
 
         def lookup() -> None:
-            for name in sink_names:
-                seen.update(self._sink(name).seen_message_ids(self.profile, ids).to_pylist())
+            if len(sink_names) > 1:
+                for name in sink_names:
+                    seen.update(self._sink(name).seen_message_ids(self.profile, ids).to_pylist())
+                return
+            # one sink: look up in the transaction that will write the batch, so a DuckDB
+            # tenant file is opened once per micro-batch, not twice
+            txn = self._sink(sink_names[0]).begin(self.profile)
+            try:
+                seen.update(txn.seen_message_ids(ids).to_pylist())
+            except BaseException:
+                txn.rollback()
+                raise
+            self._open_txn = txn
 
-        if not await self._retrying("lookup", lookup):
-            await self.broker.nack(self.tenant, batch)  # redelivered later, nothing lost
-            return
+        try:
+            if not await self._retrying("lookup", lookup):
+                await self.broker.nack(self.tenant, batch)  # redelivered later, nothing lost
+                return
+            await self._sort_out(batch, seen)
+        finally:
+            if self._open_txn is not None:  # nothing was written with it
+                self._open_txn.rollback()
+                self._open_txn = None
+
+    async def _sort_out(self, batch: list[Delivery], seen: set[str]) -> None:
         unique: dict[str, Delivery] = {}
         repeats: list[Delivery] = []
         for d in batch:
@@ -263,7 +283,8 @@ class StreamInstance:
                 by_sink.setdefault(s, []).append(t)
         key = f"batch:{uuid.uuid4().hex}"
         for sink_name, tables in sorted(by_sink.items()):
-            txn = self._sink(sink_name).begin(self.profile)
+            txn = self._open_txn or self._sink(sink_name).begin(self.profile)
+            self._open_txn = None
             try:
                 for t in tables:
                     if t in outputs and outputs[t].num_rows:
