@@ -113,7 +113,7 @@ class DuplicateIngestion(TerminalError):
 
 
 class AppFailed(TerminalError):
-    """The tenant app failed; ``kind`` is raised, timeout, memory, crashed or bad_output."""
+    """The tenant app failed; ``kind`` is load, raised, timeout, memory, crashed or bad_output."""
 
     code = "app_failed"
 

@@ -1,73 +1,77 @@
-"""Run a tenant app outside the platform's process, with time and memory limits.
+"""Run a tenant app in a process of its own, with time and memory limits.
 
-Isolation provided: the app runs in a fresh interpreter (``python -I``) with an empty
-environment but PATH/LANG/HOME, in a private temporary folder holding a copy of the tenant's
-own app folder (the only folder on its ``sys.path``), with ``RLIMIT_AS`` (memory), no core
-files and a bounded file size. When the platform runs as root, the child also drops to the
-unprivileged ``nobody`` user, so it cannot read the platform home (keep it mode 0700) nor
-other tenants' code and data; that needs a Python interpreter that ``nobody`` can run (not
-one under root's 0700 home, as with pyenv in /root: then the drop is skipped).
-Not provided: network isolation, CPU shares (use cgroups or
-containers per tenant for those).
+One :class:`AppRunner` owns one child process (``python -I -m simbdp.apps.child``, a fresh
+interpreter, never a fork of the platform) and reuses it for every chunk of a file or every
+micro-batch of a stream instance. Data crosses two pipes as Arrow IPC streams (see
+:mod:`simbdp.apps.protocol`); what walls the child in is described in
+:mod:`simbdp.apps.sandbox`.
+
+Failures raise :class:`~simbdp.errors.AppFailed` with ``kind`` one of ``load``, ``raised``,
+``timeout``, ``memory``, ``crashed`` or ``bad_output``, naming tenant, app, source and chunk.
+The runner stays usable: after a timeout, a crash, a memory failure or a broken protocol the
+child is killed and the next :meth:`AppRunner.call` starts a fresh one, transparently. A
+``load`` failure is remembered: every call raises it again without starting a process, until
+:meth:`AppRunner.close` and :meth:`AppRunner.start` pick up new code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-import pwd
-import resource
+import re
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+import time
 from pathlib import Path
 from types import TracebackType
 
 import pyarrow as pa
 
+from simbdp.apps import protocol
 from simbdp.apps.base import AppContext
-from simbdp.apps.protocol import read_header, read_table, write_header, write_table
-from simbdp.errors import AppFailed
+from simbdp.apps.sandbox import Limits, child_env, make_private_dir, sandbox_ids
+from simbdp.errors import AppFailed, ConfigError, TransientError
 from simbdp.profiles.models import AppSpec
 
 __all__ = ["AppRunner"]
 
-_FILE_LIMIT = 1024**3
-
-
-def _world_reachable(path: Path) -> bool:
-    """Whether an unprivileged user can reach and run ``path`` (every parent o+x)."""
-    path = path.resolve()
-    return all(p.stat().st_mode & 0o001 for p in path.parents) and bool(
-        path.stat().st_mode & 0o005)
-
-
-def _unprivileged() -> tuple[int, int] | None:
-    """(uid, gid) of ``nobody`` when running as root and the interpreter is usable by it."""
-    if os.geteuid() != 0 or not _world_reachable(Path(sys.executable)):
-        return None
-    try:
-        pw = pwd.getpwnam("nobody")
-    except KeyError:
-        return None
-    return pw.pw_uid, pw.pw_gid
+#: the first call also waits for the interpreter, pyarrow and the app's module to load
+_STARTUP_SECS = 10.0
+#: a reply may hold more bytes than the child's memory (one buffer in several columns)
+_REPLY_FACTOR = 4
+_PIPE_BYTES = 1024**2  # fewer, larger pipe writes: ~3x faster on 100 MB chunks
+_LOG_KEEP_BYTES = 1024**2
+_MEMORY_WORDS = ("memoryerror", "cannot allocate", "bad_alloc", "out of memory",
+                 "memory allocation", "failed to allocate", "failed to map")
+_NEAR_LIMIT = 0.9
+_VM_PEAK = re.compile(rb"VmPeak:\s*(\d+) kB")
+_FRAME = re.compile(r'File "([^"]+)", line (\d+) in (\S+)')
 
 
 class AppRunner:
-    """One child process running one tenant app; reused for every chunk or micro-batch."""
+    """One child process running one tenant app; reused for every chunk or micro-batch.
+
+    Not thread-safe: one call at a time. Use as a context manager, or ``start()``/``close()``.
+    """
 
     def __init__(self, app_dir: Path, spec: AppSpec, tenant: str):
         if spec.entrypoint is None:
-            raise ValueError(f"app {spec.name!r} has no entrypoint")
-        self.app_dir, self.spec, self.tenant = app_dir, spec, tenant
+            raise ConfigError(f"tenant {tenant!r}: app {spec.name!r} has no entrypoint")
+        self.app_dir, self.spec, self.tenant = Path(app_dir), spec, tenant
+        self._ids = sandbox_ids(tenant)
+        self._limits = Limits.for_app(spec.memory_mb, spec.timeout_secs, self._ids)
         self._proc: subprocess.Popen[bytes] | None = None
-        self._tmp: Path | None = None
-        self._stderr: Path | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="app-call")
-        self._ids = _unprivileged()
+        self._dir: Path | None = None
+        self._to_child = self._from_child = self._log = -1
+        self._log_mark = 0
+        self._ready = False
+        self._load_error: tuple[str, str] | None = None  # (kind, message), until close()
+        self._peer = protocol.Peer()
+        self._vm_peak_kib = 0
 
     # lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> AppRunner:
@@ -79,120 +83,288 @@ class AppRunner:
         self.close()
 
     def start(self) -> None:
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"simbdp-app-{self.tenant}-"))
-        app_copy = self._tmp / "app"
-        if self.app_dir.is_dir():
-            shutil.copytree(self.app_dir, app_copy, symlinks=False)
-        else:
-            app_copy.mkdir()
-        self._stderr = self._tmp / "stderr.txt"
-        if self._ids:
-            for p in [self._tmp, *self._tmp.rglob("*")]:
-                os.chown(p, *self._ids)
-        mem = self.spec.memory_mb * 1024 * 1024
+        """Start the child process (it loads the app meanwhile); no-op if it runs already.
+
+        Raises TransientError when the process cannot be started (no fork, no temp space).
+        """
+        if self._proc is not None:
+            return
+        self._discard()
+        self._load_error, self._ready = None, False
+        try:
+            self._spawn()
+        except OSError as e:
+            self._discard()
+            raise TransientError(f"tenant {self.tenant!r}: app {self.spec.name!r}: cannot "
+                                 f"start its process: {e}") from e
+
+    def _spawn(self) -> None:
+        self._dir = make_private_dir(self.tenant, self.app_dir, self._ids)
+        self._log = os.open(self._dir / "app.log",
+                            os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        for fd in (in_w, out_r):
+            with contextlib.suppress(OSError):  # a smaller pipe still works, only slower
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        self._to_child, self._from_child = in_w, out_r
+        cfg = {"app_dir": str(self._dir / "app"), "entrypoint": self.spec.entrypoint,
+               "tables": list(self.spec.tables), "limits": self._limits.to_json(),
+               "in_fd": in_r, "out_fd": out_w, "parent_pid": os.getpid(),
+               "private_dir": str(self._dir)}
         ids = self._ids
-
-        def limits() -> None:
-            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (_FILE_LIMIT, _FILE_LIMIT))
-            if ids:
-                os.setgroups([])
-                os.setgid(ids[1])
-                os.setuid(ids[0])
-
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-               "HOME": str(self._tmp), "OMP_NUM_THREADS": "1"}
-        with self._stderr.open("wb") as err:
+        try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-m", "simbdp.apps.child", str(app_copy),
-                 self.spec.entrypoint or "", json.dumps(self.spec.tables)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
-                cwd=self._tmp, preexec_fn=limits, close_fds=True)
+                [sys.executable, "-I", "-m", "simbdp.apps.child", json.dumps(cfg)],
+                stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                pass_fds=(in_r, out_w), env=child_env(self._dir), cwd=self._dir,
+                start_new_session=True, umask=0o077,
+                user=ids[0] if ids else None, group=ids[1] if ids else None,
+                extra_groups=[] if ids else None)
+        finally:
+            os.close(in_r)
+            os.close(out_w)
+        os.set_blocking(self._to_child, False)
+        os.set_blocking(self._from_child, False)
+        self._vm_peak_kib = 0
+        pidfd = -1
+        with contextlib.suppress(OSError, AttributeError):  # Linux >= 5.3
+            pidfd = os.pidfd_open(self._proc.pid)
+        self._peer = protocol.Peer(pidfd, self._sample)
 
     def close(self) -> None:
-        self._stop()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-
-    def _stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        for f in (proc.stdin, proc.stdout):
-            try:
-                if f:
-                    f.close()
-            except OSError:
-                pass
-        try:
-            proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        """Stop the child (it finishes nothing: calls are synchronous) and remove its folder."""
+        self._discard(graceful=True)
+        self._load_error = None
 
     # calls -------------------------------------------------------------------------------
     def call(self, data: pa.Table | pa.RecordBatch, ctx: AppContext) -> dict[str, pa.Table]:
-        """Run the app on ``data``; return rows per target table. Raises AppFailed."""
-        if self._proc is None or self._proc.poll() is not None:
-            self._restart()
-        table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
-        future = self._pool.submit(self._exchange, table, ctx)
+        """Run the app on ``data``; return its rows per target table.
+
+        A single-table app's result comes back as ``{spec.tables[0]: table}``; a multi-table
+        app's dict may leave tables out. Raises AppFailed (see the module docstring).
+        """
+        if self._load_error is not None:
+            raise AppFailed(self._msg(ctx, self._load_error[1]), self._load_error[0])
+        table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+        sizes = [protocol.ipc_size(table)]  # outside the try: a failure here is not the app's
+        if self._proc is None or self._exited():
+            self._discard()
+            self.start()
+        self._mark_log()
+        limit = self.spec.timeout_secs
         try:
-            return future.result(timeout=self.spec.timeout_secs)
-        except FutureTimeout:
-            self._kill()
-            future.exception()  # wait for the exchange to notice the dead child
-            raise AppFailed(self._msg(ctx, f"exceeded its time limit of "
-                                           f"{self.spec.timeout_secs:g} s"), "timeout") from None
-        except (BrokenPipeError, EOFError, OSError, pa.ArrowInvalid) as e:
-            raise self._died(ctx) from e
+            if not self._ready:
+                limit += _STARTUP_SECS
+                self._await_ready(ctx, time.monotonic() + limit)
+                limit = self.spec.timeout_secs
+            deadline = time.monotonic() + limit
+            protocol.send(self._to_child, {"ctx": _ctx_json(ctx)}, [table], deadline,
+                          self._peer, sizes)
+            header, tables = protocol.recv(self._from_child, deadline, self._peer,
+                                           _REPLY_FACTOR * self.spec.memory_mb * 1024**2)
+        except TimeoutError:
+            what = "the call" if self._ready else "loading the app"
+            self._discard()
+            raise AppFailed(self._msg(ctx, f"timed out: {what} took longer than {limit:g} s"),
+                            "timeout") from None
+        except EOFError:
+            raise self._died(ctx) from None
+        except ValueError as e:
+            self._discard()
+            raise AppFailed(self._msg(ctx, f"broke the protocol: {e}"), "bad_output") from None
+        except BaseException:  # e.g. KeyboardInterrupt mid-frame: the pipes are out of step
+            self._discard()
+            raise
+        return self._result(header, tables, ctx)
 
-    def _restart(self) -> None:
-        if self._tmp is not None:
-            self._stop()
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-        self.start()
+    def _await_ready(self, ctx: AppContext, deadline: float) -> None:
+        header, _ = protocol.recv(self._from_child, deadline, self._peer, 0)
+        if header.get("status") == "ready":
+            self._ready = True
+            return
+        kind, message = header.get("kind"), str(header.get("message"))[:4000]
+        if kind not in ("load", "memory"):
+            raise ValueError(f"a first frame {str(header)[:300]} instead of ready")
+        if kind == "memory":
+            message = f"memory limit exceeded ({self.spec.memory_mb} MB) while loading: {message}"
+        # the same code fails the same way: remember it, start no process per call
+        self._load_error = (kind, f"cannot load {self.spec.entrypoint}: {message}")
+        self._discard(graceful=True)
+        raise AppFailed(self._msg(ctx, self._load_error[1]), kind)
 
-    def _kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+    def _result(self, header: dict[str, object], tables: list[pa.Table],
+                ctx: AppContext) -> dict[str, pa.Table]:
+        status = header.get("status")
+        if status == "error":
+            kind, message = str(header.get("kind")), str(header.get("message"))[:4000]
+            if kind == "memory":  # the process survived, but may be fragmented: start afresh
+                self._discard()
+                message = f"memory limit exceeded ({self.spec.memory_mb} MB): {message}"
+            elif kind not in ("raised", "bad_output"):
+                kind = "bad_output"
+            raise AppFailed(self._msg(ctx, message if kind != "raised" else
+                                      f"raised {message}"), kind)
+        names = header.get("tables")
+        if status != "ok" or not isinstance(names, list) or len(names) != len(tables) \
+                or len(set(names)) != len(names) \
+                or any(n not in self.spec.tables for n in names):
+            self._discard()
+            raise AppFailed(self._msg(ctx, f"broke the protocol: a reply {str(header)[:300]}"),
+                            "bad_output")
+        for name, t in zip(names, tables, strict=True):
+            try:
+                t.validate(full=True)  # the platform must not trust buffers from tenant code
+            except pa.ArrowException as e:
+                raise AppFailed(self._msg(ctx, f"returned invalid Arrow data for table "
+                                               f"{name!r}: {e}"), "bad_output") from None
+        cpu = header.get("cpu_secs")
+        if isinstance(cpu, int | float) and cpu > self._limits.cpu_secs / 2:
+            self._discard(graceful=True)  # recycle before RLIMIT_CPU could hit a call
+        return dict(zip(names, tables, strict=True))
 
-    def _exchange(self, table: pa.Table, ctx: AppContext) -> dict[str, pa.Table]:
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        header = {"tenant": ctx.tenant, "app": ctx.app, "source": ctx.source,
-                  "tables": list(ctx.tables), "chunk": ctx.chunk}
-        write_header(proc.stdin, header)
-        write_table(proc.stdin, table)
-        proc.stdin.flush()
-        reply = read_header(proc.stdout)
-        if reply is None:
-            raise EOFError("the app process closed its output")
-        if reply["status"] != "ok":
-            message = reply["message"]
-            if reply["kind"] == "memory":
-                message = f"exceeded its memory limit of {self.spec.memory_mb} MB ({message})"
-            raise AppFailed(self._msg(ctx, message), reply["kind"])
-        return {name: read_table(proc.stdout) for name in reply["tables"]}
+    # the child process ---------------------------------------------------------------------
+    def _exited(self) -> bool:
+        """Whether the child ended between calls (not reaped yet: ``_discard`` does that)."""
+        if self._proc is None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self._proc.pid,
+                             os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
+        except ChildProcessError:  # reaped by someone else (SIGCHLD ignored by the platform)
+            return True
+
+    def _wait_exit(self, wait_secs: float) -> bool:
+        end = time.monotonic() + wait_secs
+        while not self._exited():
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def _kill_group(self) -> None:
+        # only while the leader is not reaped: until then its id cannot name another group
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    def _end(self, graceful: bool, wait_secs: float = 1.0) -> tuple[int, int] | None:
+        """End the child and its process group; (exit code or -signal, peak RSS in KiB).
+
+        Graceful: close its input and give it ``wait_secs`` to leave, then kill it.
+        """
+        proc, ended = self._proc, None
+        if self._to_child >= 0:
+            if graceful and proc is not None:  # else it takes EOF for the platform's death
+                with contextlib.suppress(TimeoutError, EOFError, OSError):
+                    protocol.send(self._to_child, {"op": "bye"}, [],
+                                  time.monotonic() + 0.1, self._peer)
+            os.close(self._to_child)
+            self._to_child = -1
+        if proc is not None:
+            if not (graceful and self._wait_exit(wait_secs)):
+                self._kill_group()
+                self._wait_exit(5.0)
+            self._kill_group()  # the app's own subprocesses, if any
+            if self._exited():
+                with contextlib.suppress(ChildProcessError):
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    ended = proc.returncode, usage.ru_maxrss
+        if self._from_child >= 0:
+            os.close(self._from_child)
+            self._from_child = -1
+        if self._peer.pidfd >= 0:
+            os.close(self._peer.pidfd)
+        self._proc, self._peer = None, protocol.Peer()
+        return ended
+
+    def _sample(self) -> None:
+        """Track the child's peak address space while a call waits: a native crash near
+        the RLIMIT_AS limit is a memory failure, not a bug."""
+        if self._proc is None:
+            return
+        try:
+            with open(f"/proc/{self._proc.pid}/status", "rb") as f:
+                status = f.read()
+        except OSError:
+            return
+        m = _VM_PEAK.search(status)
+        if m:
+            self._vm_peak_kib = max(self._vm_peak_kib, int(m.group(1)))
+
+    def _discard(self, graceful: bool = False) -> None:
+        """End the child and remove its folder; the next call starts a fresh one."""
+        self._end(graceful)
+        if self._log >= 0:
+            os.close(self._log)
+            self._log = -1
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir, self._ready = None, False
 
     def _died(self, ctx: AppContext) -> AppFailed:
-        proc = self._proc
-        code = proc.wait() if proc is not None else None
-        self._proc = None
-        err = self._stderr.read_text(errors="replace")[-2000:] if self._stderr and \
-            self._stderr.exists() else ""
-        memoryish = any(w in err for w in ("MemoryError", "cannot allocate", "bad_alloc",
-                                           "out of memory", "Cannot allocate"))
-        if memoryish:
-            return AppFailed(self._msg(ctx, f"exceeded its memory limit of "
-                                            f"{self.spec.memory_mb} MB"), "memory")
-        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        last = err.strip().splitlines()[-1] if err.strip() else ""
-        return AppFailed(self._msg(ctx, f"crashed ({how}) {last}".strip()), "crashed")
+        """The AppFailed for a child that ended (or closed its pipes): memory, or crashed."""
+        loading = not self._ready
+        app_dir = os.path.realpath(self._dir / "app") if self._dir else "?"
+        exited = self._wait_exit(2.0)
+        ended = self._end(graceful=False)
+        tail, peak_kib = self._tail(), self._vm_peak_kib
+        self._discard()
+        code, rss_kib = ended if ended is not None else (None, 0)
+        if not exited:
+            how = "closed its pipe but kept running, killed"
+        elif code is None:
+            how = "ended"
+        elif code < 0:
+            how = f"killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exit code {code}"
+        site = _crash_site(tail, app_dir)
+        lines = tail.strip().splitlines()
+        detail = f"{how}{site}" if site else f"{how}: {lines[-1][:300]}" if lines else how
+        near = max(peak_kib, rss_kib) * 1024 >= _NEAR_LIMIT * self.spec.memory_mb * 1024**2
+        native = exited and code is not None and -code in (
+            signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS)
+        when = "while loading: " if loading else ""
+        if any(w in tail.lower() for w in _MEMORY_WORDS) or (near and native):
+            hint = "; Python with pyarrow alone needs ~200 MB" if loading else ""
+            return AppFailed(self._msg(ctx, f"{when}memory limit exceeded "
+                                            f"({self.spec.memory_mb} MB) ({detail}){hint}"),
+                             "memory")
+        if code is not None and -code == signal.SIGXCPU:
+            detail = f"CPU time limit of {self._limits.cpu_secs} s"
+        return AppFailed(self._msg(ctx, f"{when}crashed ({detail})"), "crashed")
+
+    # the child's log ------------------------------------------------------------------------
+    def _mark_log(self) -> None:
+        size = os.fstat(self._log).st_size
+        if size > _LOG_KEEP_BYTES:  # keep a chatty long-lived app from filling the disk
+            os.ftruncate(self._log, 0)
+            size = 0
+        self._log_mark = size
+
+    def _tail(self, limit: int = 4096) -> str:
+        """What the child printed since the current call began (its last ``limit`` bytes)."""
+        if self._log < 0:
+            return ""
+        size = os.fstat(self._log).st_size
+        start = max(self._log_mark, size - limit)
+        return os.pread(self._log, max(0, size - start), start).decode(errors="replace")
 
     def _msg(self, ctx: AppContext, what: str) -> str:
-        return f"tenant {self.tenant!r}: app {self.spec.name!r} on {ctx.source!r}: {what}"
+        return (f"tenant {self.tenant!r}: app {self.spec.name!r} on {ctx.source!r} "
+                f"(chunk {ctx.chunk}): {what}")
+
+
+def _ctx_json(ctx: AppContext) -> dict[str, object]:
+    return {"tenant": ctx.tenant, "app": ctx.app, "source": ctx.source,
+            "tables": list(ctx.tables), "chunk": ctx.chunk}
+
+
+def _crash_site(log: str, app_dir: str) -> str:
+    """`` at w.py:12 in wrangle``: the newest frame in the app's files of a faulthandler dump."""
+    for path, line, func in _FRAME.findall(log):
+        if path.startswith(app_dir + os.sep):
+            return f" at {os.path.relpath(path, app_dir)}:{line} in {func}"
+    return ""
