@@ -28,6 +28,7 @@ __all__ = [
     "DuplicateIngestion",
     "DuplicateMessages",
     "FormatError",
+    "KeyConflict",
     "QuotaExceeded",
     "Rejected",
     "SchemaError",
@@ -106,6 +107,13 @@ class FormatError(TerminalError):
 
 class SchemaError(TerminalError):
     code = "bad_schema"
+
+
+class KeyConflict(SchemaError):
+    """A fast append into a keyed table met a key already there or repeated: the rows must be
+    written again as upserts."""
+
+    code = "key_conflict"
 
 
 class DuplicateIngestion(TerminalError):

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,13 @@ import pyarrow as pa
 
 from simbdp.apps import AppContext, AppRunner
 from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction, open_sink
-from simbdp.errors import DuplicateIngestion, Rejected, SimbdpError, TerminalError
+from simbdp.errors import (
+    DuplicateIngestion,
+    KeyConflict,
+    Rejected,
+    SimbdpError,
+    TerminalError,
+)
 from simbdp.formats import ReadOptions, detect_format, read_batches
 from simbdp.profiles.models import AppSpec, PlatformConfig, TableSpec, TenantProfile
 from simbdp.profiles.types import arrow_type
@@ -116,14 +125,23 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
         raise Rejected(f"tenant {tenant!r}: {name!r}: no app or table takes this file", "no_route")
     app, table_names = route
     tables = {t: profile.table(t) for t in table_names}
-    result.content_key = key = content_key(job.path)
+    options = _read_options(config, profile, name, app, table_names)
 
     sinks: dict[str, Sink] = {}
     with ExitStack() as stack:
+        # the file's hash, the app's start-up and opening the sinks overlap
+        hashing = stack.enter_context(ThreadPoolExecutor(1)).submit(content_key, job.path)
+        runner = None
+        if app is not None:
+            runner = stack.enter_context(AppRunner(config.apps_dir(tenant), app, tenant))
+        opened = []
         for sink_name in sorted({s for t in tables.values() for s in t.sinks}):
             sink = open_sink(config.sinks[sink_name])
             stack.callback(sink.close)
             sink.ensure_tables(profile)
+            opened.append((sink_name, sink))
+        result.content_key = key = hashing.result()
+        for sink_name, sink in opened:
             hit = sink.ledger_lookup(profile, key)
             if hit is None:
                 sinks[sink_name] = sink
@@ -133,26 +151,22 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
             raise DuplicateIngestion(
                 f"tenant {tenant!r}: {name!r} has the same content as {hit.source!r}, "
                 f"already ingested (ingestion {hit.ingestion_id}); nothing loaded")
-        options = _read_options(config, profile, name, app, table_names)
-        runner = None
-        if app is not None:
-            runner = stack.enter_context(AppRunner(config.apps_dir(tenant), app, tenant))
         txns: dict[str, SinkTransaction] = {n: s.begin(profile) for n, s in sinks.items()}
         stack.callback(_rollback_all, txns)
         rejected_file = config.tenant_dir(tenant) / "rejected-rows" / f"{job.record_id}-{name}.csv"
-        outputs = _outputs(job.path, options, runner, app, tables, result, rejected_file)
-        started = time.perf_counter()
-        txn, table = next(iter(txns.values())), next(iter(tables.values()))
-        if len(txns) == len(tables) == 1 and hasattr(txn, "write_stream") \
-                and not table.primary_key:
-            # one unkeyed table, one sink: it pulls the whole file through one statement
-            _stream_into(txn, table, outputs)
-        else:
-            for table, good in outputs:
-                for sink_name in table.sinks:
-                    if sink_name in txns:
-                        txns[sink_name].write(table, good)
-        result.write_secs += time.perf_counter() - started - result.read_secs - result.app_secs
+        # one table in one sink that takes a stream: the whole file in one statement
+        streamed = len(txns) == len(tables) == 1 and all(
+            hasattr(t, "write_stream") for t in txns.values())
+        try:
+            _load(job.path, options, runner, app, tables, txns, result, rejected_file, streamed)
+        except KeyConflict:
+            # the fast append met keys already in the table: read again and upsert
+            (sink_name,) = txns
+            txns[sink_name] = sinks[sink_name].begin(profile)
+            result.rows_in = result.rows_loaded = result.rows_rejected = 0
+            result.rule_failures.clear()
+            rejected_file.unlink(missing_ok=True)
+            _load(job.path, options, runner, app, tables, txns, result, rejected_file, False)
         t0 = time.perf_counter()
         loaded = result.rows_loaded // max(1, len(tables))
         for sink_name, txn in list(txns.items()):
@@ -166,9 +180,82 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
             result.rejected_rows_file = str(rejected_file)
 
 
+def _load(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
+          tables: dict[str, TableSpec], txns: dict[str, SinkTransaction], result: JobResult,
+          rejected_file: Path, streamed: bool) -> None:
+    """Read -> app -> conform in a thread while the sinks write the previous chunk."""
+    started = time.perf_counter()
+    outputs = _outputs(path, options, runner, app, tables, result, rejected_file)
+    with _Prefetch(outputs) as chunks:
+        if streamed:
+            (txn,), (table,) = txns.values(), tables.values()
+            _stream_into(txn, table, chunks)
+        else:
+            for table, good in chunks:
+                for sink_name in table.sinks:
+                    if sink_name in txns:
+                        txns[sink_name].write(table, good)
+    # the sinks' own time: what they did not spend waiting for the next chunk
+    result.write_secs += time.perf_counter() - started - chunks.waited
+
+
+class _Prefetch:
+    """Run a generator in a thread, a few items ahead of its consumer."""
+
+    _DONE = object()
+
+    def __init__(self, source: Generator[tuple[TableSpec, pa.Table], None, None],
+                 depth: int = 2):
+        self._source, self._queue = source, queue.Queue[object](maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="simbdp-read", daemon=True)
+        self.waited = 0.0
+
+    def __enter__(self) -> _Prefetch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a producer waiting for room
+            with suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+        self._thread.join()
+
+    def _produce(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put(item):
+                    return
+        except BaseException as e:  # handed to the consumer, raised there
+            self._put(e)
+            return
+        finally:
+            self._source.close()
+        self._put(self._DONE)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            with suppress(queue.Full):
+                self._queue.put(item, timeout=0.05)
+                return True
+        return False
+
+    def __iter__(self) -> Iterator[tuple[TableSpec, pa.Table]]:
+        while True:
+            t0 = time.perf_counter()
+            item = self._queue.get()
+            self.waited += time.perf_counter() - t0
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+
 def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
              tables: dict[str, TableSpec], result: JobResult, rejected_file: Path
-             ) -> Iterator[tuple[TableSpec, pa.Table]]:
+             ) -> Generator[tuple[TableSpec, pa.Table], None, None]:
     """Read -> app -> conform, chunk by chunk: the rows that fit each target table."""
     names = tuple(tables)
     for i, batch in enumerate(_timed(read_batches(path, options), result)):

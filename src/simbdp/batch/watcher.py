@@ -40,7 +40,7 @@ class StagingWatcher:
 
     def __init__(self) -> None:
         self.events: queue.SimpleQueue[tuple[str, Path, str]] = queue.SimpleQueue()
-        self._observer = Observer()
+        self._observer = Observer(timeout=0.1)  # stops within 0.1 s, not 1 s
         self._watched: set[Path] = set()
 
     def watch(self, tenant: str, folder: Path) -> None:

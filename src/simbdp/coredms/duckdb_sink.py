@@ -31,7 +31,13 @@ from simbdp.coredms.sql import (
     qualified,
     where_sql,
 )
-from simbdp.errors import DuplicateIngestion, DuplicateMessages, SchemaError, SinkUnavailable
+from simbdp.errors import (
+    DuplicateIngestion,
+    DuplicateMessages,
+    KeyConflict,
+    SchemaError,
+    SinkUnavailable,
+)
 from simbdp.profiles.models import SinkSettings, TableSpec, TenantProfile
 from simbdp.profiles.types import duckdb_type
 
@@ -100,13 +106,24 @@ class DuckDBTransaction:
             self._con.unregister("__simbdp_batch")
 
     def write_stream(self, table: TableSpec, reader: pa.RecordBatchReader) -> None:
-        """Append a whole stream of batches in one statement (unkeyed tables). DuckDB keeps
-        the Arrow buffers of every registered batch until commit; one stream does not."""
+        """Append a whole stream of batches in one statement. DuckDB keeps the Arrow buffers
+        of every registered batch until commit; one stream does not.
+
+        Into a keyed table this is a plain append, as fast as a bulk load: if a key is already
+        in the table or repeats in the stream it raises KeyConflict and the transaction is
+        over; the caller then writes the rows again with :meth:`write` (upserts).
+        """
         self._con.register("__simbdp_stream", reader)
         try:
             self._insert(table, "__simbdp_stream")
+        except SchemaError as e:
+            if table.primary_key:
+                self.rollback()
+                raise KeyConflict(str(e)) from e
+            raise
         finally:
-            self._con.unregister("__simbdp_stream")
+            if self._con is not None:
+                self._con.unregister("__simbdp_stream")
 
     def seen_message_ids(self, ids: pa.Array) -> pa.Array:
         """The ids already committed, looked up inside this transaction."""
