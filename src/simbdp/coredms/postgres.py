@@ -29,6 +29,7 @@ from simbdp.coredms.sql import (
 from simbdp.errors import (
     DuplicateIngestion,
     DuplicateMessages,
+    KeyConflict,
     SchemaError,
     SinkUnavailable,
 )
@@ -38,10 +39,14 @@ from simbdp.profiles.types import postgres_type
 __all__ = ["PostgresSink", "PostgresTransaction"]
 
 
+def _needs_cast(table: TableSpec) -> bool:
+    """Columns binary COPY cannot fill from Arrow: they are cast in SQL from a staging table."""
+    return any(c.type == "json" or c.type.startswith("decimal") for c in table.columns)
+
+
 def _staged(table: TableSpec) -> bool:
     """Whether rows go through a staging table rather than straight into the table."""
-    return bool(table.primary_key) or any(
-        c.type == "json" or c.type.startswith("decimal") for c in table.columns)
+    return bool(table.primary_key) or _needs_cast(table)
 
 
 def _for_copy(data: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -60,15 +65,45 @@ class PostgresTransaction:
         self._conn, self._schema, self._tenant = conn, profile.schema_name, profile.tenant_id
         self._stages: set[str] = set()
 
-    def _copy(self, target: str, cols: list[str], data: pa.Table) -> None:
+    def _copy(self, target: str, cols: list[str], data: pa.Table | pa.RecordBatchReader
+              ) -> None:
+        """One COPY of every batch: the server inserts while the next batches are sent."""
         enc = ArrowToPostgresBinaryEncoder(data.schema)
+        batches = data if isinstance(data, pa.RecordBatchReader) \
+            else data.to_batches(max_chunksize=64 * 1024)
         with self._conn.cursor() as cur, cur.copy(
                 f"COPY {target} ({', '.join(qi(c) for c in cols)}) FROM STDIN (FORMAT BINARY)"
         ) as copy:
             copy.write(enc.write_header())
-            for batch in data.to_batches(max_chunksize=64 * 1024):
+            for batch in batches:
                 copy.write(enc.write_batch(batch))
             copy.write(enc.finish())
+
+    def write_stream(self, table: TableSpec, reader: pa.RecordBatchReader) -> None:
+        """Write a whole stream of batches with one COPY straight into the table.
+
+        Into a keyed table this is a plain append: if a key is already there or repeats in
+        the stream it raises KeyConflict and the transaction is over; the caller then writes
+        the rows again with :meth:`write` (staging table and upserts). Columns that binary
+        COPY cannot fill (numeric, jsonb) go batch by batch through :meth:`write`.
+        """
+        if _needs_cast(table):
+            for batch in reader:
+                self.write(table, batch)
+            return
+        try:
+            self._copy(qualified(self._schema, table.name), table.column_names, reader)
+        except psycopg.errors.UniqueViolation as e:
+            self.rollback()
+            raise KeyConflict(f"tenant {self._tenant!r}: table {table.name!r}: "
+                              f"{str(e).splitlines()[0]}") from e
+        except psycopg.OperationalError as e:
+            self.rollback()
+            raise SinkUnavailable(f"tenant {self._tenant!r}: PostgreSQL write failed: {e}") from e
+        except psycopg.Error as e:
+            self.rollback()
+            raise SchemaError(f"tenant {self._tenant!r}: table {table.name!r}: "
+                              f"{str(e).splitlines()[0]}") from e
 
     def write(self, table: TableSpec, data: pa.Table | pa.RecordBatch) -> None:
         cols = table.column_names

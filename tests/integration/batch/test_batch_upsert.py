@@ -24,17 +24,19 @@ def _rows(env, sink: str, **where: str) -> dict[tuple[str, str], int]:  # type: 
 
 @pytest.fixture(params=["duckdb", "postgres"])
 def keyed_env(request, make_env):  # type: ignore[no-untyped-def]
+    """(make an env with a keyed table in this sink, the sink's name)"""
     if request.param == "duckdb":
-        return make_env([tenant_profile("acme", tables=[KEYED])], stable_secs=0.0), "default"
+        return lambda **kw: make_env([tenant_profile("acme", tables=[KEYED])], stable_secs=0.0,
+                                     **kw), "default"
     dsn = request.getfixturevalue("pg_dsn")
     table = {**KEYED, "sinks": ["pg"]}
-    env = make_env([tenant_profile("acme", tables=[table])], stable_secs=0.0,
-                   sinks={"pg": {"kind": "postgres", "dsn": dsn}})
-    return env, "pg"
+    return lambda **kw: make_env([tenant_profile("acme", tables=[table])], stable_secs=0.0,
+                                 sinks={"pg": {"kind": "postgres", "dsn": dsn}}, **kw), "pg"
 
 
 def test_new_keys_then_repeated_keys_upsert_last_wins(keyed_env):  # type: ignore[no-untyped-def]
-    env, sink = keyed_env
+    make, sink = keyed_env
+    env = make()
     drop(env.staging("acme") / "a.csv",
          (HEADER + "1,10,r,a,x,1,b\n" + "1,20,r,b,x,1,b\n").encode())
     [rec] = env.ingest("acme", "a.csv")
@@ -48,11 +50,12 @@ def test_new_keys_then_repeated_keys_upsert_last_wins(keyed_env):  # type: ignor
     assert env.count("acme", sink=sink) == 3
 
 
-def test_key_repeated_across_chunks_of_one_file_last_wins(make_env):  # type: ignore[no-untyped-def]
-    env = make_env([tenant_profile("acme", tables=[KEYED])], stable_secs=0.0, chunk_bytes=1024)
+def test_key_repeated_across_chunks_of_one_file_last_wins(keyed_env):  # type: ignore[no-untyped-def]
+    make, sink = keyed_env
+    env = make(chunk_bytes=1024)
     body = "".join(f"1,{i},r,k{i},x,1,b\n" for i in range(200)) + "2,999,r,k0,x,1,b\n"
     drop(env.staging("acme") / "a.csv", (HEADER + body).encode())
     [rec] = env.ingest("acme", "a.csv")
     assert rec["outcome"] == "processed", rec["reason"]
-    assert env.count("acme") == 200
-    assert _rows(env, "default", id="k0") == {("r", "k0"): 999}
+    assert env.count("acme", sink=sink) == 200
+    assert _rows(env, sink, id="k0") == {("r", "k0"): 999}
