@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -37,24 +38,29 @@ def timed(fn: Callable[[], object]) -> float:
 def peak_rss(pid: int | None = None, interval: float = 0.05) -> Iterator[dict[str, float]]:
     """Sample the memory of a process and all its descendants; yields {'peak_mb': ...}.
 
+    ``at_peak`` splits the peak by role (manager, forkserver, worker, app, other).
     Summed as PSS (proportional set size): pages shared by the forked workers (pyarrow,
     duckdb) count once, split between them, instead of once per process as RSS would.
     """
     proc = psutil.Process(pid)
-    out = {"peak_mb": 0.0}
+    out: dict[str, Any] = {"peak_mb": 0.0, "at_peak": {}}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            total = 0
+            total, parts = 0, {}
             try:
                 procs = [proc, *proc.children(recursive=True)]
             except psutil.Error:
                 procs = [proc]
             for p in procs:
                 with suppress(psutil.Error):
-                    total += p.memory_full_info().pss
-            out["peak_mb"] = max(out["peak_mb"], total / 1e6)
+                    pss = p.memory_full_info().pss
+                    total += pss
+                    role = _role(p) if p is not proc else "manager"
+                    parts[role] = parts.get(role, 0.0) + pss / 1e6
+            if total / 1e6 > out["peak_mb"]:
+                out["peak_mb"], out["at_peak"] = total / 1e6, parts
             stop.wait(interval)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -64,3 +70,13 @@ def peak_rss(pid: int | None = None, interval: float = 0.05) -> Iterator[dict[st
     finally:
         stop.set()
         t.join()
+
+
+def _role(p: psutil.Process) -> str:
+    cmd = " ".join(p.cmdline())
+    if "simbdp.apps.child" in cmd:
+        return "app"
+    if "forkserver" not in cmd:
+        return "other"  # multiprocessing's resource tracker
+    parent = p.parent()
+    return "worker" if parent and "forkserver" in " ".join(parent.cmdline()) else "forkserver"

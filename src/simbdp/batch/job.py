@@ -87,7 +87,23 @@ def _read_options(config: PlatformConfig, profile: TenantProfile, name: str,
         pinned = {c: pa.string() for c in profile.table(tables[0]).column_names}
     return ReadOptions(file_type=ftype, compression=compression, csv=profile.csv,
                        column_types=pinned if ftype == "csv" else {},
-                       block_bytes=int(config.chunk_bytes))
+                       # small blocks: pyarrow's CSV reader keeps a fixed number of blocks
+                       # read ahead; they are grouped back to chunk_bytes for the app
+                       block_bytes=max(256 * 1024, int(config.chunk_bytes) // 4))
+
+
+def _grouped(batches: Iterator[pa.RecordBatch], nbytes: int) -> Iterator[pa.Table]:
+    """Batches grouped (no copy) into tables of about ``nbytes``: one app call each."""
+    group: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        group.append(batch)
+        size += batch.nbytes
+        if size >= nbytes:
+            yield pa.Table.from_batches(group)
+            group, size = [], 0
+    if group:
+        yield pa.Table.from_batches(group)
 
 
 def _timed(it: Iterator[pa.RecordBatch], result: JobResult) -> Iterator[pa.RecordBatch]:
@@ -258,15 +274,16 @@ def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: Ap
              ) -> Generator[tuple[TableSpec, pa.Table], None, None]:
     """Read -> app -> conform, chunk by chunk: the rows that fit each target table."""
     names = tuple(tables)
-    for i, batch in enumerate(_timed(read_batches(path, options), result)):
-        result.rows_in += batch.num_rows
+    batches = _grouped(_timed(read_batches(path, options), result), 4 * options.block_bytes)
+    for i, chunk in enumerate(batches):
+        result.rows_in += chunk.num_rows
         t0 = time.perf_counter()
         if runner is not None and app is not None:
             ctx = AppContext(tenant=runner.tenant, app=app.name, source=path.name,
                              tables=names, chunk=i)
-            outputs = runner.call(batch, ctx)
+            outputs = runner.call(chunk, ctx)
         else:
-            outputs = {names[0]: pa.Table.from_batches([batch])}
+            outputs = {names[0]: chunk}
         result.app_secs += time.perf_counter() - t0
         for tname, data in outputs.items():
             table = tables[tname]

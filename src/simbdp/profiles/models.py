@@ -245,6 +245,8 @@ class SinkSettings(Model):
     dsn: SecretStr | None = None
     #: duckdb: memory limit of each connection (keyed tables need room for their index)
     memory_limit_mb: int = Field(256, ge=64)
+    #: duckdb: memory limit while a file streams into an unkeyed table (a few row groups)
+    append_memory_limit_mb: int = Field(128, ge=32)
 
     @model_validator(mode="after")
     def _check(self) -> SinkSettings:
