@@ -85,25 +85,40 @@ class StreamInstance:
                 self._runner = stack.enter_context(
                     AppRunner(self.config.apps_dir(self.tenant), self.spec, self.tenant))
             next_report = time.monotonic() + self.config.report_interval_secs
-            while not stop.is_set():
-                batch = await self._collect(stop)
-                if batch:
-                    await self._process(batch)
-                if time.monotonic() >= next_report:
-                    await self._report()
-                    next_report = time.monotonic() + self.config.report_interval_secs
+            # the next micro-batch is collected while the previous one is written; commits
+            # (and so acks) stay in order, one batch at a time
+            writing: asyncio.Task[None] | None = None
+            try:
+                while not stop.is_set():
+                    batch = await self._collect(stop, writing)
+                    if writing is not None:
+                        await writing
+                        writing = None
+                    if batch:
+                        writing = asyncio.create_task(self._process(batch))
+                    if time.monotonic() >= next_report:
+                        await self._report()
+                        next_report = time.monotonic() + self.config.report_interval_secs
+            finally:
+                if writing is not None:
+                    await writing  # a stop drains the batch in flight
             await self._report()
         for s in self._sinks.values():
             s.close()
         await self.broker.close()
 
-    async def _collect(self, stop: asyncio.Event) -> list[Delivery]:
+    async def _collect(self, stop: asyncio.Event, writing: asyncio.Task[None] | None
+                       ) -> list[Delivery]:
+        """A micro-batch: up to max rows or bytes, within max wait, and for as long as the
+        previous batch is still being written (so batches grow when the sink is slow)."""
         spec = self.spec
         batch: list[Delivery] = []
         size = 0
         deadline = time.monotonic() + spec.batch_max_wait_ms / 1000
         while len(batch) < spec.batch_max_rows and size < spec.batch_max_bytes:
             left = deadline - time.monotonic()
+            if writing is not None and not writing.done():
+                left = max(left, 0.02)
             if left <= 0 or (stop.is_set() and not batch):
                 break
             got = await self.broker.fetch(self.tenant, spec.batch_max_rows - len(batch),
@@ -118,7 +133,7 @@ class StreamInstance:
         (seed 004). False if it never did."""
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
-                fn()
+                await asyncio.to_thread(fn)  # the event loop keeps receiving meanwhile
                 return True
             except SinkUnavailable as e:
                 if attempt == RETRY_ATTEMPTS:
@@ -188,7 +203,7 @@ class StreamInstance:
         decoded = decode_batch(routed, int(self.profile.stream.max_message_bytes))
         poison.extend(decoded.poison)
         good = decoded.good
-        outputs, rejected_msgs = self._transform(decoded.rows, good)
+        outputs, rejected_msgs = await asyncio.to_thread(self._transform, decoded.rows, good)
         poison.extend(rejected_msgs)
         bad_ids = {d.id for d, _ in poison}
         keep = [d for d in good if d.id not in bad_ids]

@@ -114,7 +114,7 @@ class NatsBroker:
         try:
             sub = await self._sub(tenant)
             msgs = await sub.fetch(max_messages, timeout=max(timeout_secs, 0.05))
-        except NatsTimeout:
+        except (TimeoutError, NatsTimeout):  # nats-py raises either when none came
             return []
         except _ERRORS as e:
             raise BrokerUnavailable(f"NATS fetch for tenant {tenant!r} failed: {e}") from e
