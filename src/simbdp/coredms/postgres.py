@@ -97,13 +97,16 @@ class PostgresTransaction:
             self.rollback()
             raise KeyConflict(f"tenant {self._tenant!r}: table {table.name!r}: "
                               f"{str(e).splitlines()[0]}") from e
-        except psycopg.OperationalError as e:
-            self.rollback()
-            raise SinkUnavailable(f"tenant {self._tenant!r}: PostgreSQL write failed: {e}") from e
         except psycopg.Error as e:
-            self.rollback()
-            raise SchemaError(f"tenant {self._tenant!r}: table {table.name!r}: "
-                              f"{str(e).splitlines()[0]}") from e
+            raise self._write_failed(table, e) from e
+
+    def _write_failed(self, table: TableSpec, e: psycopg.Error) -> SinkUnavailable | SchemaError:
+        """Roll back; the error to raise for a failed write."""
+        self.rollback()
+        if isinstance(e, psycopg.OperationalError):
+            return SinkUnavailable(f"tenant {self._tenant!r}: PostgreSQL write failed: {e}")
+        return SchemaError(f"tenant {self._tenant!r}: table {table.name!r}: "
+                           f"{str(e).splitlines()[0]}")
 
     def write(self, table: TableSpec, data: pa.Table | pa.RecordBatch) -> None:
         cols = table.column_names
@@ -131,13 +134,8 @@ class PostgresTransaction:
                                                      else "DO NOTHING")
             self._conn.execute(sql)
             self._conn.execute(f"TRUNCATE {stage}")
-        except psycopg.OperationalError as e:
-            self.rollback()
-            raise SinkUnavailable(f"tenant {self._tenant!r}: PostgreSQL write failed: {e}") from e
         except psycopg.Error as e:
-            self.rollback()
-            raise SchemaError(f"tenant {self._tenant!r}: table {table.name!r}: "
-                              f"{str(e).splitlines()[0]}") from e
+            raise self._write_failed(table, e) from e
 
     def seen_message_ids(self, ids: pa.Array) -> pa.Array:
         """The ids already committed, looked up inside this transaction."""
