@@ -26,8 +26,10 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
-bench: $(VENV)/.installed-test
-	$(PY) benchmarks/bench_batch_ingest.py
+bench: $(VENV)/.installed-test  # needs the servers; figures go in docs/benchmarks.md
+	$(PY) -m benchmarks.bench_batch_ingest
+	$(PY) -m benchmarks.bench_stream_ingest
+	$(PY) -m benchmarks.bench_api
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

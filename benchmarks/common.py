@@ -38,29 +38,35 @@ def timed(fn: Callable[[], object]) -> float:
 def peak_rss(pid: int | None = None, interval: float = 0.05) -> Iterator[dict[str, float]]:
     """Sample the memory of a process and all its descendants; yields {'peak_mb': ...}.
 
-    ``at_peak`` splits the peak by role (manager, forkserver, worker, app, other).
+    ``at_peak`` splits the peak by role (manager, forkserver, worker, app, other);
+    ``peak_rss_mb`` is the peak of the plain RSS sum, which counts shared pages once per process.
     Summed as PSS (proportional set size): pages shared by the forked workers (pyarrow,
     duckdb) count once, split between them, instead of once per process as RSS would.
     """
     proc = psutil.Process(pid)
-    out: dict[str, Any] = {"peak_mb": 0.0, "at_peak": {}}
+    out: dict[str, Any] = {"peak_mb": 0.0, "at_peak": {}, "peak_rss_mb": 0.0,
+                           "rss_at_peak": {}}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            total, parts = 0, {}
+            total, rss, parts, rss_parts = 0, 0, {}, {}
             try:
                 procs = [proc, *proc.children(recursive=True)]
             except psutil.Error:
                 procs = [proc]
             for p in procs:
                 with suppress(psutil.Error):
-                    pss = p.memory_full_info().pss
-                    total += pss
+                    info = p.memory_full_info()
+                    total += info.pss
+                    rss += info.rss
                     role = _role(p) if p is not proc else "manager"
-                    parts[role] = parts.get(role, 0.0) + pss / 1e6
+                    parts[role] = parts.get(role, 0.0) + info.pss / 1e6
+                    rss_parts[role] = rss_parts.get(role, 0.0) + info.rss / 1e6
             if total / 1e6 > out["peak_mb"]:
                 out["peak_mb"], out["at_peak"] = total / 1e6, parts
+            if rss / 1e6 > out["peak_rss_mb"]:
+                out["peak_rss_mb"], out["rss_at_peak"] = rss / 1e6, rss_parts
             stop.wait(interval)
 
     t = threading.Thread(target=sample, daemon=True)

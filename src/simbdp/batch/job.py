@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pyarrow as pa
 
@@ -34,6 +35,8 @@ from simbdp.profiles.types import arrow_type
 from simbdp.quality import conform, dedupe_last, write_rejected
 
 __all__ = ["FileJob", "JobResult", "content_key", "run_file_job"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ def _read_options(config: PlatformConfig, profile: TenantProfile, name: str,
                        block_bytes=max(256 * 1024, int(config.chunk_bytes) // 4))
 
 
-def _grouped(batches: Iterator[pa.RecordBatch], nbytes: int) -> Iterator[pa.Table]:
+def _grouped(batches: Iterator[pa.RecordBatch], nbytes: int
+             ) -> Generator[pa.Table, None, None]:
     """Batches grouped (no copy) into tables of about ``nbytes``: one app call each."""
     group: list[pa.RecordBatch] = []
     size = 0
@@ -215,19 +219,18 @@ def _load(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSp
     result.write_secs += time.perf_counter() - started - chunks.waited
 
 
-class _Prefetch:
+class _Prefetch(Generic[T]):
     """Run a generator in a thread, a few items ahead of its consumer."""
 
     _DONE = object()
 
-    def __init__(self, source: Generator[tuple[TableSpec, pa.Table], None, None],
-                 depth: int = 2):
+    def __init__(self, source: Generator[T, None, None], depth: int = 2):
         self._source, self._queue = source, queue.Queue[object](maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="simbdp-read", daemon=True)
         self.waited = 0.0
 
-    def __enter__(self) -> _Prefetch:
+    def __enter__(self) -> _Prefetch[T]:
         self._thread.start()
         return self
 
@@ -257,7 +260,7 @@ class _Prefetch:
                 return True
         return False
 
-    def __iter__(self) -> Iterator[tuple[TableSpec, pa.Table]]:
+    def __iter__(self) -> Iterator[T]:
         while True:
             t0 = time.perf_counter()
             item = self._queue.get()
@@ -272,34 +275,40 @@ class _Prefetch:
 def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
              tables: dict[str, TableSpec], result: JobResult, rejected_file: Path
              ) -> Generator[tuple[TableSpec, pa.Table], None, None]:
-    """Read -> app -> conform, chunk by chunk: the rows that fit each target table."""
+    """Read -> app -> conform, chunk by chunk: the rows that fit each target table. The next
+    chunk is read (in a thread of its own) while the app works on this one."""
     names = tuple(tables)
-    batches = _grouped(_timed(read_batches(path, options), result), 4 * options.block_bytes)
-    for i, chunk in enumerate(batches):
-        result.rows_in += chunk.num_rows
-        t0 = time.perf_counter()
-        if runner is not None and app is not None:
-            ctx = AppContext(tenant=runner.tenant, app=app.name, source=path.name,
-                             tables=names, chunk=i)
-            outputs = runner.call(chunk, ctx)
-        else:
-            outputs = {names[0]: chunk}
-        result.app_secs += time.perf_counter() - t0
-        for tname, data in outputs.items():
-            table = tables[tname]
-            conformed = conform(data, table, path.name)
-            good = conformed.good
-            if table.primary_key and good.num_rows:
-                good = dedupe_last(good, table.primary_key)
-            result.rows_loaded += conformed.rows_good
-            result.rows_rejected += conformed.rows_rejected
-            for rule, n in conformed.rule_failures.items():
-                result.rule_failures[rule] = result.rule_failures.get(rule, 0) + n
-            if conformed.rows_rejected:
-                rejected_file.parent.mkdir(parents=True, exist_ok=True)
-                write_rejected(conformed.rejected, rejected_file)
-            if good.num_rows:
-                yield table, good
+    reading = _grouped(_timed(read_batches(path, options), result), 4 * options.block_bytes)
+    with _Prefetch(reading) as chunks:
+        for i, chunk in enumerate(chunks):
+            result.rows_in += chunk.num_rows
+            t0 = time.perf_counter()
+            if runner is not None and app is not None:
+                ctx = AppContext(tenant=runner.tenant, app=app.name, source=path.name,
+                                 tables=names, chunk=i)
+                outputs = runner.call(chunk, ctx)
+            else:
+                outputs = {names[0]: chunk}
+            result.app_secs += time.perf_counter() - t0
+            for tname, data in outputs.items():
+                yield from _conformed(tables[tname], data, path, result, rejected_file)
+
+
+def _conformed(table: TableSpec, data: pa.Table, path: Path, result: JobResult,
+               rejected_file: Path) -> Iterator[tuple[TableSpec, pa.Table]]:
+    conformed = conform(data, table, path.name)
+    good = conformed.good
+    if table.primary_key and good.num_rows:
+        good = dedupe_last(good, table.primary_key)
+    result.rows_loaded += conformed.rows_good
+    result.rows_rejected += conformed.rows_rejected
+    for rule, n in conformed.rule_failures.items():
+        result.rule_failures[rule] = result.rule_failures.get(rule, 0) + n
+    if conformed.rows_rejected:
+        rejected_file.parent.mkdir(parents=True, exist_ok=True)
+        write_rejected(conformed.rejected, rejected_file)
+    if good.num_rows:
+        yield table, good
 
 
 def _stream_into(txn: SinkTransaction, table: TableSpec,
