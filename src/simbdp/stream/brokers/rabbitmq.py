@@ -137,9 +137,13 @@ class RabbitMQBroker:
         except _ERRORS as e:
             raise _wrap(e, f"publish for tenant {tenant!r}") from e
 
-    async def _buffer(self, tenant: str) -> asyncio.Queue[AbstractIncomingMessage]:
+    async def _buffer(self, tenant: str, batch: int) -> asyncio.Queue[AbstractIncomingMessage]:
         if tenant not in self._buffers:
             await self._declare(tenant)
+            if 2 * batch > self.prefetch:
+                # room for the micro-batch being written and the next one being collected
+                self.prefetch = 2 * batch
+                await self.channel.set_qos(prefetch_count=self.prefetch)
             buf: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
             q = await self.channel.get_queue(self._names(tenant)[1], ensure=False)
             await q.consume(buf.put, no_ack=False)
@@ -149,7 +153,7 @@ class RabbitMQBroker:
     async def fetch(self, tenant: str, max_messages: int, timeout_secs: float) -> list[Delivery]:
         await self.connect()
         try:
-            buf = await self._buffer(tenant)
+            buf = await self._buffer(tenant, max_messages)
         except _ERRORS as e:
             raise _wrap(e, f"consume for tenant {tenant!r}") from e
         out: list[Delivery] = []
