@@ -50,11 +50,13 @@ class EmbeddedBroker:
             raise ValueError("the embedded broker needs a path")
         self.path = Path(settings.path) / f"{prefix}-queue.sqlite"
         self.lease_secs = settings.lease_secs
-        self._local = threading.local()
+        # one connection, used from worker threads one transaction at a time
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
 
     # plumbing ------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+        conn = self._db
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -66,35 +68,39 @@ class EmbeddedBroker:
                 conn.executescript(_SCHEMA)
             except sqlite3.Error as e:
                 raise BrokerUnavailable(f"embedded broker {self.path}: {e}") from e
-            self._local.conn = conn
+            self._db = conn
         return conn
 
     def _tx(self, fn: Any) -> Any:
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._lock:
             try:
-                out = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return out
-        except sqlite3.Error as e:
-            raise BrokerUnavailable(f"embedded broker {self.path}: {e}") from e
+                conn = self._conn()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return out
+            except sqlite3.Error as e:
+                raise BrokerUnavailable(f"embedded broker {self.path}: {e}") from e
 
     async def _run(self, fn: Any) -> Any:
         return await asyncio.to_thread(self._tx, fn)
 
     # contract ------------------------------------------------------------------------------
     async def connect(self) -> None:
-        await asyncio.to_thread(self._conn)
+        def opened() -> None:
+            with self._lock:
+                self._conn()
+        await asyncio.to_thread(opened)
 
     async def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     async def ensure_tenant(self, tenant: str) -> TenantCredentials | None:
         await self.connect()
