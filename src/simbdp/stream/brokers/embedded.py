@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,8 +50,9 @@ class EmbeddedBroker:
             raise ValueError("the embedded broker needs a path")
         self.path = Path(settings.path) / f"{prefix}-queue.sqlite"
         self.lease_secs = settings.lease_secs
-        # one connection, used from worker threads one transaction at a time
-        self._lock = threading.Lock()
+        # one connection, owned by one thread: sqlite3 connections used from several threads
+        # fail now and then with "bad parameter or other API misuse" (CPython issue 118172)
+        self._thread: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
 
     # plumbing ------------------------------------------------------------------------------
@@ -60,8 +61,7 @@ class EmbeddedBroker:
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                       check_same_thread=False)
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA busy_timeout=30000")
@@ -72,35 +72,42 @@ class EmbeddedBroker:
         return conn
 
     def _tx(self, fn: Any) -> Any:
-        with self._lock:
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn = self._conn()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    out = fn(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                return out
-            except sqlite3.Error as e:
-                raise BrokerUnavailable(f"embedded broker {self.path}: {e}") from e
+                out = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+        except sqlite3.Error as e:
+            raise BrokerUnavailable(f"embedded broker {self.path}: {e}") from e
+
+    async def _on_thread(self, fn: Any, *args: Any) -> Any:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="simbdp-queue")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def _run(self, fn: Any) -> Any:
-        return await asyncio.to_thread(self._tx, fn)
+        return await self._on_thread(self._tx, fn)
 
     # contract ------------------------------------------------------------------------------
     async def connect(self) -> None:
-        def opened() -> None:
-            with self._lock:
-                self._conn()
-        await asyncio.to_thread(opened)
+        await self._on_thread(self._conn)
 
     async def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        if self._thread is None:
+            return
+        await self._on_thread(self._close_db)
+        self._thread.shutdown()
+        self._thread = None
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     async def ensure_tenant(self, tenant: str) -> TenantCredentials | None:
         await self.connect()
