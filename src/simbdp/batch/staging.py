@@ -26,11 +26,14 @@ _MAX_NAME = 200
 
 
 def prepare_tenant_dirs(config: PlatformConfig, tenant: str) -> Path:
-    """Create the tenant's staging folder and its outcome folders; return the staging one."""
+    """Create the tenant's staging folder and its outcome folders (0700, the platform's own;
+    see docs/design.md on giving a tenant's user access); return the staging one."""
     staging = config.staging_dir(tenant)
-    staging.mkdir(parents=True, exist_ok=True)
-    for d in OUTCOME_DIRS:
-        config.outcome_dir(tenant, d).mkdir(parents=True, exist_ok=True)
+    folders = [config.tenant_dir(tenant).parent, config.tenant_dir(tenant), staging,
+               *(config.outcome_dir(tenant, d) for d in OUTCOME_DIRS)]
+    config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for d in folders:  # one by one: mkdir(parents=True) gives parents the umask's mode
+        d.mkdir(mode=0o700, exist_ok=True)
     return staging
 
 

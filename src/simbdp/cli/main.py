@@ -17,6 +17,7 @@ from simbdp.cli.common import console, load
 from simbdp.cli.report import report
 from simbdp.cli.stream import publish, stream_app
 from simbdp.cli.tenants import HOME, tenants_app
+from simbdp.home import start_home, use_private_umask
 from simbdp.service import run_platform
 from simbdp.state import StateStore
 
@@ -32,6 +33,12 @@ app.command("report")(report)
 app.command("publish")(publish)
 
 
+@app.callback()
+def _private_files() -> None:
+    """Every command creates files and folders private to the platform's user."""
+    use_private_umask()
+
+
 @app.command()
 def ingest(
     files: list[Path] = typer.Argument(..., help="files to ingest"),
@@ -41,6 +48,7 @@ def ingest(
     """Ingest files for a tenant once and exit (for scripts). Files are copied to its staging
     folder first; the originals are left untouched."""
     platform = load(home)
+    start_home(platform.config)
     profile = platform.tenant(tenant)
     staging = prepare_tenant_dirs(platform.config, profile.tenant_id)
     staged = []
@@ -76,6 +84,7 @@ def ingest(
 def serve(home: Path | None = HOME) -> None:
     """Run the platform until Ctrl-C or SIGTERM; then finish the files in flight and exit."""
     platform = load(home, log_console=False)
+    start_home(platform.config)
     store = StateStore.open(platform.config)
     stop = threading.Event()
 

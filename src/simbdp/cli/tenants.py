@@ -12,6 +12,7 @@ from rich.table import Table
 from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.common import console, err_console, home_path, load, print_config_error
 from simbdp.errors import ConfigError
+from simbdp.home import make_private
 from simbdp.profiles import check_profiles, load_profile, save_profile
 
 __all__ = ["tenants_app"]
@@ -49,7 +50,9 @@ def add(profile_file: Path, home: Path | None = HOME,
     dest = save_profile(platform.config, profile)
     prepare_tenant_dirs(platform.config, profile.tenant_id)
     if app_dir is not None:
-        shutil.copytree(app_dir, platform.config.apps_dir(profile.tenant_id), dirs_exist_ok=True)
+        dest_apps = platform.config.apps_dir(profile.tenant_id)
+        shutil.copytree(app_dir, dest_apps, dirs_exist_ok=True)
+        make_private(dest_apps)  # copytree copies the source's modes
     console.print(f"added tenant [bold]{profile.tenant_id}[/bold] ({dest}); staging folder: "
                   f"{platform.config.staging_dir(profile.tenant_id)}")
 

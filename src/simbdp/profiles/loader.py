@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,13 +79,16 @@ def load_profile(path: Path) -> TenantProfile:
 
 
 def save_profile(config: PlatformConfig, profile: TenantProfile) -> Path:
-    config.tenants_dir.mkdir(parents=True, exist_ok=True)
+    """Write a tenant's profile to ``home/tenants/<tenant>.yaml`` (0600), atomically."""
+    config.tenants_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = config.tenants_dir / f"{profile.tenant_id}.yaml"
     data = profile.model_dump(mode="json", exclude_defaults=True, exclude={"namespace"})
     if profile.namespace != profile.tenant_id:
         data["namespace"] = profile.namespace
     tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(yaml.safe_dump(data, sort_keys=False))
     tmp.replace(path)
     return path
 
