@@ -1,9 +1,12 @@
 """The batchingestmanager: checks constraints, schedules files fairly, runs them in workers.
 
 Every file that reaches a staging folder ends in ``processed/``, ``rejected/`` or ``failed/``
-with a reason file, and every attempt leaves an ingestion record. A worker runs one file in
-its own process; if it dies (crash, SIGKILL), its transaction never committed, the file is
-still in staging and is retried, up to ``job_attempts`` times.
+with a reason file, and every attempt leaves an ingestion record. A file is first renamed
+from staging into a folder of its own under ``inflight/`` (the platform's, not the tenant's),
+then checked there through an open descriptor and read there by the worker, so what is read
+is what was checked. A worker runs one file in its own process; if it dies (crash, SIGKILL),
+its transaction never committed, the file is still in ``inflight/`` and is retried, up to
+``job_attempts`` times; after a restart, ``recover`` hands such files to the next scan.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from simbdp.batch.job import FileJob, JobResult, run_file_job
 from simbdp.batch.scheduler import FairQueue
 from simbdp.batch.staging import (
     FileTracker,
-    check_inside,
     check_name,
+    check_regular,
+    claim,
     ignored,
+    inflight_dir,
+    inflight_files,
     move_to_outcome,
     prepare_tenant_dirs,
 )
@@ -85,6 +91,7 @@ class BatchIngestManager:
         self._running: dict[int, _Running] = {}
         self._retries: list[tuple[float, FileJob]] = []
         self._taken: set[Path] = set()  # queued, running or waiting for a retry
+        self._orphans: dict[str, list[Path]] = {}  # in flight when a manager stopped
         self._ctx = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(["simbdp.batch.job"])
         # start the fork server now (it imports pyarrow, duckdb...), not with the first file
@@ -119,13 +126,18 @@ class BatchIngestManager:
     # recovery ------------------------------------------------------------------------------
     def recover(self) -> int:
         """After a restart: attempts left running are interrupted and their quota released;
-        their files are still in staging and the next scan takes them again."""
+        their files are still in ``inflight/`` and the next scan takes them again."""
         rows = self.store.interrupt_running("the manager stopped before this attempt finished")
         for r in rows:
             if r["quota_day"]:
                 self.store.release_files(r["tenant"], r["quota_day"], 1, r["bytes"])
-        if rows:
-            self.log.info("recovered", interrupted=len(rows))
+        for tenant in self.platform.tenants:
+            left = [p for p in inflight_files(self.config, tenant) if p not in self._taken]
+            if left:
+                self._orphans[tenant] = left
+        if rows or self._orphans:
+            self.log.info("recovered", interrupted=len(rows),
+                          in_flight=sum(len(v) for v in self._orphans.values()))
         return len(rows)
 
     # intake --------------------------------------------------------------------------------
@@ -143,8 +155,17 @@ class BatchIngestManager:
             return [self._reject(tenant, p, Rejected(reason, "too_many_files")) for p in paths]
         return [self._submit_one(profile, p) for p in paths]
 
-    def _submit_one(self, profile: TenantProfile, path: Path) -> Submission:
+    def _submit_one(self, profile: TenantProfile, staged: Path) -> Submission:
         tenant = profile.tenant_id
+        self.tracker.forget(staged)
+        path = staged
+        if staged.parent.parent != inflight_dir(self.config, tenant):
+            try:
+                path = claim(self.config, tenant, staged)
+            except FileNotFoundError:
+                return self._reject(tenant, staged, Rejected(
+                    f"tenant {tenant!r}: {staged.name!r} was gone from the staging folder "
+                    "before it could be taken", "gone"))
         try:
             nbytes = self._check(profile, path)
         except Rejected as e:
@@ -169,18 +190,18 @@ class BatchIngestManager:
         return Submission(path, rid, True)
 
     def _check(self, profile: TenantProfile, path: Path) -> int:
+        """Check a file already moved to ``inflight/``; return its size."""
         tenant, name = profile.tenant_id, path.name
         if not profile.enabled:
             raise Rejected(f"tenant {tenant!r} is disabled", "tenant_disabled")
         check_name(tenant, name)
-        check_inside(tenant, path, self.config.staging_dir(tenant))
+        nbytes = check_regular(tenant, path)
         detected = detect_format(name)
         if detected is None or detected[0] not in profile.batch.file_types:
             allowed = ", ".join(profile.batch.file_types)
             kind = detected[0] if detected else "unknown"
             raise Rejected(f"tenant {tenant!r}: {name!r}: file type {kind!r} is not allowed "
                            f"(allowed: {allowed})", "file_type")
-        nbytes = path.stat().st_size
         if nbytes == 0:
             raise Rejected(f"tenant {tenant!r}: {name!r} is empty", "empty_file")
         if nbytes > profile.batch.max_file_bytes:
@@ -211,6 +232,9 @@ class BatchIngestManager:
         """Look at every staging folder; submit files that are complete. Returns how many."""
         n = 0
         for tenant, profile in self.platform.tenants.items():
+            for path in self._orphans.pop(tenant, []):
+                self._submit_one(profile, path)
+                n += 1
             staging = self.config.staging_dir(tenant)
             ready: list[Path] = []
             try:
@@ -226,7 +250,6 @@ class BatchIngestManager:
                     ready.append(path)
             # files dropped together: at most max_files_per_ingestion per scan, others wait
             for path in ready[: profile.batch.max_files_per_ingestion]:
-                self.tracker.forget(path)
                 self._submit_one(profile, path)
                 n += 1
         return n
@@ -383,7 +406,7 @@ class BatchIngestManager:
         while self._running:
             self.wait(0.5)
         # files queued but not started: their attempt is interrupted, quota released; they
-        # stay in staging and the next start takes them
+        # stay in inflight/ and the next start's recover() hands them to its first scan
         for tenant, job in self._queued_jobs():
             self.store.finish_record(job.record_id, "interrupted",
                                      reason="the manager stopped before this file started")

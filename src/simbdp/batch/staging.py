@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import shutil
+import stat
 import time
+import uuid
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +17,18 @@ from simbdp.profiles.models import PlatformConfig
 
 __all__ = [
     "FileTracker",
-    "check_inside",
     "check_name",
+    "check_regular",
+    "claim",
     "ignored",
+    "inflight_dir",
+    "inflight_files",
     "move_to_outcome",
     "prepare_tenant_dirs",
 ]
 
 OUTCOME_DIRS = ("processed", "rejected", "failed")
+INFLIGHT = "inflight"
 _MAX_NAME = 200
 
 
@@ -30,6 +37,7 @@ def prepare_tenant_dirs(config: PlatformConfig, tenant: str) -> Path:
     see docs/design.md on giving a tenant's user access); return the staging one."""
     staging = config.staging_dir(tenant)
     folders = [config.tenant_dir(tenant).parent, config.tenant_dir(tenant), staging,
+               inflight_dir(config, tenant),
                *(config.outcome_dir(tenant, d) for d in OUTCOME_DIRS)]
     config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     for d in folders:  # one by one: mkdir(parents=True) gives parents the umask's mode
@@ -59,21 +67,91 @@ def check_name(tenant: str, name: str) -> None:
                        "bad_name")
 
 
-def check_inside(tenant: str, path: Path, folder: Path) -> None:
-    """Refuse a symlink (or anything) that resolves outside the tenant's staging folder."""
-    if path.is_symlink():
-        target = path.resolve()
-        if not target.is_relative_to(folder.resolve()):
-            raise Rejected(f"tenant {tenant!r}: {path.name!r} is a symlink out of the staging "
-                           f"folder (to {target})", "bad_name")
-    if not path.is_file():
-        raise Rejected(f"tenant {tenant!r}: {path.name!r} is not a regular file", "bad_name")
+def inflight_dir(config: PlatformConfig, tenant: str) -> Path:
+    """Where accepted files wait and are read: the platform's, never the tenant's to write."""
+    return config.tenant_dir(tenant) / INFLIGHT
+
+
+def claim(config: PlatformConfig, tenant: str, path: Path) -> Path:
+    """Move a staged entry, as it is (a link stays a link, a FIFO a FIFO), into a fresh
+    folder under ``inflight/``; return its new path. Raises FileNotFoundError if it is gone.
+
+    A rename in one filesystem is atomic: what is checked and read afterwards is exactly the
+    entry taken, and nobody but the platform can swap it any more.
+    """
+    folder = inflight_dir(config, tenant) / uuid.uuid4().hex[:16]
+    folder.parent.mkdir(mode=0o700, exist_ok=True)
+    folder.mkdir(mode=0o700)
+    try:
+        os.rename(path, folder / path.name)
+    except OSError:
+        folder.rmdir()
+        raise
+    return folder / path.name
+
+
+def inflight_files(config: PlatformConfig, tenant: str) -> list[Path]:
+    """Entries left in ``inflight/`` (by a manager that stopped); empty folders are removed."""
+    root = inflight_dir(config, tenant)
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        entries = sorted(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []
+        if entries:
+            found.extend(entries)
+        elif folder.is_dir():
+            folder.rmdir()
+    return found
+
+
+_KINDS = ((stat.S_ISLNK, "is a symlink"), (stat.S_ISFIFO, "is a FIFO"),
+          (stat.S_ISSOCK, "is a socket"), (stat.S_ISCHR, "is a character device"),
+          (stat.S_ISBLK, "is a block device"), (stat.S_ISDIR, "is a folder"))
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _not_regular(tenant: str, name: str, mode: int) -> Rejected:
+    what = next((w for test, w in _KINDS if test(mode)), "is not a regular file")
+    return Rejected(f"tenant {tenant!r}: {name!r} {what}; only regular files are ingested "
+                    "(it is kept in rejected/, never opened or followed)", "not_regular_file")
+
+
+def check_regular(tenant: str, path: Path) -> int:
+    """Check that ``path`` is a regular file with no other name; return its size.
+
+    The verdict comes from ``fstat`` of a descriptor opened with ``O_NOFOLLOW`` (a symlink
+    fails with ELOOP) and ``O_NONBLOCK`` (a FIFO opens without waiting for a writer), so it
+    is about what was opened, not about what a name pointed to a moment before. Devices and
+    sockets are refused on ``lstat`` without being opened (opening a device can act on it).
+    A second hard link (``st_nlink > 1``) means the content lives elsewhere too: refused.
+    """
+    name = path.name
+    mode = path.lstat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISFIFO(mode)):
+        raise _not_regular(tenant, name, mode)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _not_regular(tenant, name, stat.S_IFLNK) from None
+        raise Rejected(f"tenant {tenant!r}: {name!r} cannot be opened: {e.strerror}",
+                       "unreadable") from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(tenant, name, st.st_mode)
+    if st.st_nlink != 1:
+        raise Rejected(f"tenant {tenant!r}: {name!r} has {st.st_nlink} hard links; a file "
+                       "linked from elsewhere is not ingested", "hard_link")
+    return st.st_size
 
 
 def move_to_outcome(config: PlatformConfig, tenant: str, path: Path, outcome: str,
                     details: dict[str, Any]) -> Path:
     """Move a staged file to ``processed/``, ``rejected/`` or ``failed/`` with a reason file.
 
+    The entry itself is renamed (a symlink is moved, not its target; nothing is opened).
     Never overwrites: a name already taken gets a numeric suffix. Returns the new path.
     """
     if outcome not in OUTCOME_DIRS:
@@ -85,8 +163,11 @@ def move_to_outcome(config: PlatformConfig, tenant: str, path: Path, outcome: st
     while dest.exists() or dest.is_symlink():
         dest = dest_dir / f"{path.name}.{n}"
         n += 1
-    if path.exists() or path.is_symlink():
-        shutil.move(str(path), dest)
+    if os.path.lexists(path):
+        os.rename(path, dest)  # same filesystem: everything lives under data/<tenant>/
+    if path.parent.parent == inflight_dir(config, tenant):
+        with suppress(OSError):
+            path.parent.rmdir()
     reason = dest.with_name(dest.name + ".reason.json")
     tmp = reason.with_name(reason.name + ".tmp")
     tmp.write_text(json.dumps({"tenant": tenant, "file": path.name, "outcome": outcome,

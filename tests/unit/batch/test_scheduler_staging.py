@@ -1,9 +1,10 @@
 import os
+import socket
 
 import pytest
 
 from simbdp.batch.scheduler import FairQueue
-from simbdp.batch.staging import FileTracker, check_inside, check_name, ignored
+from simbdp.batch.staging import FileTracker, check_name, check_regular, ignored
 from simbdp.errors import Rejected
 
 
@@ -33,13 +34,29 @@ def test_bad_names(name):
     assert "acme" in str(e.value)
 
 
-def test_symlink_out_of_staging(tmp_path):
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda p, o: os.symlink(o, p), "is a symlink"),
+        (lambda p, o: os.symlink(p.with_name("real.csv"), p), "is a symlink"),
+        (lambda p, o: os.mkfifo(p), "is a FIFO"),
+        (lambda p, o: os.link(o, p), "has 2 hard links"),
+        (lambda p, o: socket.socket(socket.AF_UNIX).bind(str(p)), "is a socket"),
+        (lambda p, o: p.mkdir(), "is a folder"),
+    ],
+    ids=["symlink-out", "symlink-in", "fifo", "hard-link", "socket", "folder"],
+)
+def test_only_regular_single_link_files_pass(tmp_path, make, words):
     staging = tmp_path / "staging"
     staging.mkdir()
-    (tmp_path / "secret.csv").write_text("a\n1\n")
-    os.symlink(tmp_path / "secret.csv", staging / "link.csv")
-    with pytest.raises(Rejected, match="symlink out of the staging folder"):
-        check_inside("acme", staging / "link.csv", staging)
+    (staging / "real.csv").write_text("a\n1\n")
+    outside = tmp_path / "secret.csv"
+    outside.write_text("a\n2\n")
+    make(staging / "x.csv", outside)
+    with pytest.raises(Rejected) as e:  # a FIFO with no writer must not block here
+        check_regular("acme", staging / "x.csv")
+    assert words in str(e.value) and "'acme'" in str(e.value) and "'x.csv'" in str(e.value)
+    assert check_regular("acme", staging / "real.csv") == 4
 
 
 def test_ignored_and_stability(tmp_path):
