@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from simbdp.errors import ConfigError
-from simbdp.observe.logs import configure_logging
+from simbdp.observe.logs import configure_logging, get_logger
 from simbdp.profiles import Platform, load_platform
 
 __all__ = ["console", "err_console", "home_path", "load"]
@@ -33,6 +33,11 @@ def load(home: Path | None, *, log_console: bool = False) -> Platform:
         print_config_error(e)
         raise typer.Exit(2) from e
     configure_logging(platform.config.home / "logs" / "simbdp.jsonl", console=log_console)
+    log = get_logger("simbdp.profiles")
+    for tenant, reason in platform.broken.items():
+        log.error("profile_broken", tenant=tenant, reason=reason,
+                  action="tenant disabled until its profile file is fixed")
+        err_console.print(f"[yellow]warning[/yellow] tenant {tenant!r} is disabled: {reason}")
     return platform
 
 

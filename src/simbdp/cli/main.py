@@ -13,10 +13,11 @@ from rich.table import Table
 from simbdp.batch import BatchIngestManager
 from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.api import keys_app, push_command
-from simbdp.cli.common import console, load
+from simbdp.cli.common import console, load, print_config_error
 from simbdp.cli.report import report
 from simbdp.cli.stream import publish, stream_app
 from simbdp.cli.tenants import HOME, tenants_app
+from simbdp.errors import ConfigError
 from simbdp.home import start_home, use_private_umask
 from simbdp.service import run_platform
 from simbdp.state import StateStore
@@ -49,7 +50,11 @@ def ingest(
     folder first; the originals are left untouched."""
     platform = load(home)
     start_home(platform.config)
-    profile = platform.tenant(tenant)
+    try:
+        profile = platform.tenant(tenant)
+    except ConfigError as e:
+        print_config_error(e)
+        raise typer.Exit(2) from e
     staging = prepare_tenant_dirs(platform.config, profile.tenant_id)
     staged = []
     for f in files:
@@ -94,7 +99,9 @@ def serve(home: Path | None = HOME) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    console.print(f"simbdp serving {len(platform.tenants)} tenant(s) from {platform.config.home}")
+    broken = f", {len(platform.broken)} disabled (profile broken)" if platform.broken else ""
+    console.print(f"simbdp serving {len(platform.tenants)} tenant(s){broken} from "
+                  f"{platform.config.home}")
     run_platform(platform, store, stop)
     console.print("stopped")
 

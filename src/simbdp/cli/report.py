@@ -12,9 +12,10 @@ from rich.table import Table
 
 from simbdp.cli.common import console, load
 from simbdp.observe.report import batch_summary, stream_summary
+from simbdp.profiles import Platform
 from simbdp.state import StateStore
 
-__all__ = ["parse_since", "print_report", "report"]
+__all__ = ["parse_since", "print_disabled", "print_report", "report"]
 
 _REL = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
@@ -33,8 +34,10 @@ def parse_since(text: str | None) -> float | None:
         raise typer.BadParameter(f"--since {text!r}: use e.g. 30m, 2h, 1d or an ISO date") from None
 
 
-def print_report(store: StateStore, tenant: str | None = None, since: float | None = None
-                 ) -> None:
+def print_report(store: StateStore, tenant: str | None = None, since: float | None = None,
+                 platform: Platform | None = None) -> None:
+    if platform is not None:
+        print_disabled(platform, tenant)
     t = Table(title="batch ingestion per tenant")
     for col in ("tenant", "accepted", "rejected", "failed", "duplicate", "MB", "rows loaded",
                 "rows rejected", "mean s", "p95 s", "MB/s"):
@@ -58,6 +61,21 @@ def print_report(store: StateStore, tenant: str | None = None, since: float | No
         console.print(st)
 
 
+def print_disabled(platform: Platform, tenant: str | None = None) -> None:
+    """Tenants that do not run now and why: a profile that did not load, or enabled: false."""
+    rows = [(t, f"profile did not load: {r}") for t, r in sorted(platform.broken.items())]
+    rows += [(t, "enabled: false in its profile") for t, p in platform.tenants.items()
+             if not p.enabled]
+    rows = [r for r in rows if tenant is None or r[0] == tenant]
+    if rows:
+        t = Table(title="disabled tenants")
+        t.add_column("tenant")
+        t.add_column("reason", overflow="fold")
+        for row in rows:
+            t.add_row(*row)
+        console.print(t)
+
+
 def report(
     tenant: str | None = typer.Option(None, "--tenant", "-t", help="only this tenant"),
     since: str | None = typer.Option(None, help="e.g. 30m, 2h, 1d or an ISO date"),
@@ -66,4 +84,4 @@ def report(
     """Print files accepted/rejected/failed, bytes, rows, mean/p95 time and MB/s per tenant."""
     platform = load(home)
     store = StateStore.open(platform.config)
-    print_report(store, tenant, parse_since(since))
+    print_report(store, tenant, parse_since(since), platform)

@@ -63,13 +63,16 @@ def list_(home: Path | None = HOME) -> None:
     platform = load(home)
     t = Table()
     for col in ("tenant", "enabled", "tables", "apps", "file types", "max file MB",
-                "files/day", "GB/day"):
+                "files/day", "GB/day", "disabled because"):
         t.add_column(col)
     for p in platform.tenants.values():
         t.add_row(p.tenant_id, "yes" if p.enabled else "no",
                   ", ".join(x.name for x in p.tables), ", ".join(a.name for a in p.apps) or "-",
                   ", ".join(p.batch.file_types), f"{p.batch.max_file_bytes / 1e6:g}",
-                  str(p.batch.max_files_per_day), f"{p.batch.max_bytes_per_day / 1e9:g}")
+                  str(p.batch.max_files_per_day), f"{p.batch.max_bytes_per_day / 1e9:g}",
+                  "" if p.enabled else "enabled: false in its profile")
+    for tenant, reason in sorted(platform.broken.items()):
+        t.add_row(tenant, "no", *["-"] * 6, f"profile did not load: {reason}")
     console.print(t)
 
 

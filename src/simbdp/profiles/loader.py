@@ -28,15 +28,24 @@ PROFILE_SUFFIXES = (".yaml", ".yml", ".json")
 
 @dataclass
 class Platform:
-    """The platform config and every tenant profile, read once and passed down."""
+    """The platform config and every tenant profile, read once and passed down.
+
+    ``broken`` holds the tenants whose profile file did not load (tenant id, the file's
+    stem -> why): they are disabled, nothing of theirs runs, their staging folder is left
+    alone until the file is fixed; the other tenants run.
+    """
 
     config: PlatformConfig
     tenants: dict[str, TenantProfile] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
 
     def tenant(self, tenant_id: str) -> TenantProfile:
         try:
             return self.tenants[tenant_id]
         except KeyError:
+            if tenant_id in self.broken:
+                raise ConfigError(f"tenant {tenant_id!r} is disabled: its profile did not "
+                                  f"load: {self.broken[tenant_id]}") from None
             raise ConfigError(f"unknown tenant {tenant_id!r}") from None
 
 
@@ -111,27 +120,46 @@ def check_profiles(path: Path) -> tuple[list[TenantProfile], list[tuple[str, str
     return good, problems
 
 
+def _reason(problems: list[tuple[str, str, str]]) -> str:
+    return "; ".join(" ".join(f"{f}: {loc or '(file)'}: {msg}".split())
+                     for f, loc, msg in problems)
+
+
+def _load_tenants(config: PlatformConfig) -> tuple[dict[str, TenantProfile], dict[str, str]]:
+    """Every profile under ``tenants/``: the good ones, and why each other one is broken."""
+    tenants: dict[str, TenantProfile] = {}
+    broken: dict[str, str] = {}
+    for path in _profile_files(config.tenants_dir) if config.tenants_dir.exists() else []:
+        tid = path.stem
+        if tid in tenants or tid in broken:
+            tenants.pop(tid, None)
+            broken[tid] = f"{path}: another profile file names the same tenant"
+            continue
+        try:
+            profile = load_profile(path)
+        except ConfigError as e:
+            broken[tid] = _reason(e.problems or [(str(path), "", str(e))])
+            continue
+        unknown = [(str(path), f"tables.{t.name}.sinks", f"unknown sink {s!r}")
+                   for t in profile.tables for s in t.sinks if s not in config.sinks]
+        if unknown:
+            broken[tid] = _reason(unknown)
+        else:
+            tenants[tid] = profile
+    return tenants, broken
+
+
 def load_platform(home: Path) -> Platform:
     """Load ``home/platform.yaml`` (optional) and every profile under ``home/tenants``.
 
-    Raises ConfigError listing every problem found, in every file.
+    Raises ConfigError listing every problem of ``platform.yaml``. A tenant profile that does
+    not load (syntax, schema, unknown sink) only disables that tenant: it is listed in
+    ``Platform.broken`` with its problems, and the other tenants load.
     """
     home = home.resolve()
     cfg_path = next((home / f"platform{s}" for s in PROFILE_SUFFIXES
                      if (home / f"platform{s}").exists()), None)
     data = _read(cfg_path) if cfg_path else {}
     config = _validate(PlatformConfig, data or {}, cfg_path or home, home=home)
-    tenants: dict[str, TenantProfile] = {}
-    if config.tenants_dir.exists():
-        good, problems = check_profiles(config.tenants_dir)
-        if problems:
-            lines = "\n".join(f"  {f}: {loc}: {msg}" for f, loc, msg in problems)
-            raise ConfigError(f"invalid tenant profiles:\n{lines}", problems)
-        tenants = {p.tenant_id: p for p in good}
-    unknown = [(t.tenant_id, tbl.name, s) for t in tenants.values() for tbl in t.tables
-               for s in tbl.sinks if s not in config.sinks]
-    if unknown:
-        problems = [(str(config.tenants_dir / f"{t}.yaml"), f"tables.{tbl}.sinks",
-                     f"unknown sink {s!r}") for t, tbl, s in unknown]
-        raise ConfigError("profiles name unknown sinks", problems)
-    return Platform(config=config, tenants=tenants)
+    tenants, broken = _load_tenants(config)
+    return Platform(config=config, tenants=tenants, broken=broken)

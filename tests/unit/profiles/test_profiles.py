@@ -72,12 +72,36 @@ def test_routing_prefers_apps_then_table_prefix():
     assert p.route_file("other.csv") is None
 
 
-def test_platform_unknown_sink(tmp_path):
+def test_platform_unknown_sink_disables_only_that_tenant(tmp_path):
     (tmp_path / "tenants").mkdir()
     data = {**GOOD, "tables": [{**GOOD["tables"][0], "sinks": ["warehouse"]}]}
     write(tmp_path / "tenants" / "acme.yaml", data)
-    with pytest.raises(ConfigError, match="unknown sinks"):
-        load_platform(tmp_path)
+    write(tmp_path / "tenants" / "beta.yaml", {**GOOD, "tenant_id": "beta"})
+    platform = load_platform(tmp_path)
+    assert list(platform.tenants) == ["beta"]
+    assert "acme.yaml: tables.comments.sinks: unknown sink 'warehouse'" in platform.broken["acme"]
+    with pytest.raises(ConfigError, match="'acme' is disabled: its profile did not load"):
+        platform.tenant("acme")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("tenant_id: bad\ntables: [\n", "syntax"),
+        ("tenant_id: bad\ntables: []\n", "tables: List should have at least 1 item"),
+        ("tenant_id: bad\ntables: 3\nextra: 1\n", "extra: Extra inputs are not permitted"),
+        ("- just\n- a list\n", "expected a mapping"),
+    ],
+)
+def test_broken_profile_file_is_listed_with_its_reason(tmp_path, text, words):
+    (tmp_path / "tenants").mkdir()
+    write(tmp_path / "tenants" / "acme.yaml", GOOD)
+    (tmp_path / "tenants" / "bad.yaml").write_text(text)
+    platform = load_platform(tmp_path)
+    assert list(platform.tenants) == ["acme"]
+    assert list(platform.broken) == ["bad"]
+    assert "bad.yaml" in platform.broken["bad"] and words in platform.broken["bad"]
+    assert "\n" not in platform.broken["bad"]
 
 
 def test_cli_check_prints_errors(tmp_path):
