@@ -63,8 +63,9 @@ def simbdp_run(files: dict[str, list[Path]], *, keyed: bool, sink: dict | None =
         manager = BatchIngestManager(platform, store)
         for tenant, paths in files.items():
             for p in paths:
-                # a hard link: "dropping" the file costs no copy
-                (platform.config.staging_dir(tenant) / p.name).hardlink_to(p)
+                # a copy, before the clock starts (a hard link would be rejected: a staged
+                # file must have no other name)
+                shutil.copyfile(p, platform.config.staging_dir(tenant) / p.name)
         stop = threading.Event()
         with peak_rss() as mem:
             started = time.time()
