@@ -105,3 +105,18 @@ def test_serve_passes_over_odd_entries_and_keeps_going(make_env, comments, kind)
     assert not t.is_alive()
     assert not any(env.staging("acme").iterdir())
     assert not any(env.config.tenant_dir("acme").joinpath("inflight").iterdir())
+
+
+def test_swap_in_staging_after_acceptance_changes_nothing_read(make_env, comments):
+    env = make_env([tenant_profile("acme"), tenant_profile("beta")])
+    theirs = drop(env.staging("beta") / "theirs.csv", comments(300, seed=7, start_id=5000))
+    drop(env.staging("acme") / "a.csv", comments(100))
+    [sub] = env.manager.submit("acme", [env.staging("acme") / "a.csv"])
+    assert sub.accepted and sub.path.parent.parent.name == "inflight"
+    # the accepted file is no longer in staging: replacing its name there reaches nothing
+    assert not os.path.lexists(env.staging("acme") / "a.csv")
+    os.symlink(theirs, env.staging("acme") / "a.csv")
+    env.manager.run_until_idle(timeout_secs=60)
+    assert env.store.record(sub.record_id)["outcome"] == "processed"
+    assert env.count("acme") == 100
+    assert (env.staging("acme") / "a.csv").is_symlink()  # a new drop, left for the next scan
