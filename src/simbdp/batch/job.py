@@ -153,7 +153,8 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
         hashing = stack.enter_context(ThreadPoolExecutor(1)).submit(content_key, job.path)
         runner = None
         if app is not None:
-            runner = stack.enter_context(AppRunner(config.apps_dir(tenant), app, tenant))
+            runner = stack.enter_context(AppRunner(config.apps_dir(tenant), app, tenant,
+                                                   config.apps))
         opened = []
         for sink_name in sorted({s for t in tables.values() for s in t.sinks}):
             sink = open_sink(config.sinks[sink_name])

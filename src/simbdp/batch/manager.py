@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from simbdp.apps.sandbox import check_confinement, sandbox_mode
 from simbdp.batch.job import FileJob, JobResult, run_file_job
 from simbdp.batch.scheduler import FairQueue
 from simbdp.batch.staging import (
@@ -82,6 +83,7 @@ class BatchIngestManager:
         self.queue: FairQueue[FileJob] = FairQueue(per_tenant=self._tenant_limit)
         self.tracker = FileTracker(self.config.stable_secs)
         self.log = get_logger("simbdp.batch")
+        check_confinement(platform)
         self._running: dict[int, _Running] = {}
         self._retries: list[tuple[float, FileJob]] = []
         self._taken: set[Path] = set()  # queued, running or waiting for a retry
@@ -161,7 +163,7 @@ class BatchIngestManager:
         route = profile.route_file(path.name)
         app = route[0].name if route and route[0] else None
         rid = self.store.start_record(tenant, "batch", path.name, bytes=nbytes, app=app,
-                                      quota_day=day)
+                                      quota_day=day, sandbox=sandbox_mode() if app else None)
         job = FileJob(record_id=rid, tenant=tenant, path=path, nbytes=nbytes, quota_day=day)
         self._taken.add(path)
         self.queue.push(tenant, job)

@@ -24,6 +24,7 @@ from simbdp.profiles.types import arrow_type, normalize_type
 __all__ = [
     "ApiSettings",
     "AppSpec",
+    "AppsSettings",
     "BatchLimits",
     "BrokerSettings",
     "Column",
@@ -276,6 +277,17 @@ class ApiSettings(Model):
     upload_stall_secs: float = Field(30.0, gt=0)
 
 
+class AppsSettings(Model):
+    """How tenant apps are confined (see :mod:`simbdp.apps.sandbox`)."""
+
+    #: run apps as plain processes where bubblewrap cannot confine them (said in every record)
+    unconfined: bool = False
+    #: size of each app process's private writable /tmp
+    tmp_mb: int = Field(64, ge=1, le=65536)
+    #: processes and threads of one app process and its children together
+    pids_max: int = Field(128, ge=16)
+
+
 class PlatformConfig(Model):
     """Where a simbdp installation keeps its state, staging folders and sinks."""
 
@@ -291,6 +303,7 @@ class PlatformConfig(Model):
     report_interval_secs: float = Field(5.0, gt=0)
     broker: BrokerSettings = BrokerSettings()
     api: ApiSettings = ApiSettings()
+    apps: AppsSettings = AppsSettings()
 
     @model_validator(mode="after")
     def _defaults(self) -> PlatformConfig:
