@@ -17,7 +17,6 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from simbdp.apps.sandbox import check_confinement, sandbox_mode
 from simbdp.batch.job import FileJob, JobResult, run_file_job
 from simbdp.batch.scheduler import FairQueue
 from simbdp.batch.staging import (
@@ -83,7 +82,6 @@ class BatchIngestManager:
         self.queue: FairQueue[FileJob] = FairQueue(per_tenant=self._tenant_limit)
         self.tracker = FileTracker(self.config.stable_secs)
         self.log = get_logger("simbdp.batch")
-        check_confinement(platform)
         self._running: dict[int, _Running] = {}
         self._retries: list[tuple[float, FileJob]] = []
         self._taken: set[Path] = set()  # queued, running or waiting for a retry
@@ -163,7 +161,7 @@ class BatchIngestManager:
         route = profile.route_file(path.name)
         app = route[0].name if route and route[0] else None
         rid = self.store.start_record(tenant, "batch", path.name, bytes=nbytes, app=app,
-                                      quota_day=day, sandbox=sandbox_mode() if app else None)
+                                      quota_day=day)
         job = FileJob(record_id=rid, tenant=tenant, path=path, nbytes=nbytes, quota_day=day)
         self._taken.add(path)
         self.queue.push(tenant, job)
@@ -318,7 +316,8 @@ class BatchIngestManager:
         move_to_outcome(self.config, tenant, path, folder, details)
         self._taken.discard(path)
         self.store.finish_record(job.record_id, outcome, reason=result.reason,
-                                 content_key=result.content_key, **stats)
+                                 content_key=result.content_key, sandbox=result.sandbox,
+                                 **stats)
         log = self.log.info if outcome == "processed" else self.log.warning
         log(outcome, tenant=tenant, file=path.name, record=job.record_id, reason=result.reason,
             **stats)

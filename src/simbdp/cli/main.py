@@ -40,7 +40,7 @@ def ingest(
 ) -> None:
     """Ingest files for a tenant once and exit (for scripts). Files are copied to its staging
     folder first; the originals are left untouched."""
-    platform = load(home)
+    platform = load(home, runs_apps=True)
     profile = platform.tenant(tenant)
     staging = prepare_tenant_dirs(platform.config, profile.tenant_id)
     staged = []
@@ -75,7 +75,7 @@ def ingest(
 @app.command()
 def serve(home: Path | None = HOME) -> None:
     """Run the platform until Ctrl-C or SIGTERM; then finish the files in flight and exit."""
-    platform = load(home, log_console=False)
+    platform = load(home, log_console=False, runs_apps=True)
     store = StateStore.open(platform.config)
     stop = threading.Event()
 
