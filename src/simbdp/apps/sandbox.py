@@ -208,9 +208,18 @@ def _copy_app(src: Path, dst: Path) -> None:
             shutil.copyfile(path, dst / entry.name)
 
 
+def _sweep_private_dirs() -> None:
+    """Remove the folders of app processes whose platform process was killed."""
+    for d in Path(tempfile.gettempdir()).glob("simbdp-app-*"):
+        pid = d.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def make_private_dir(tenant: str, app_dir: Path) -> Path:
     """A fresh 0700 folder for one app process, with ``app/`` a copy of ``app_dir``."""
-    tmp = Path(tempfile.mkdtemp(prefix=f"simbdp-app-{tenant}-"))
+    _sweep_private_dirs()
+    tmp = Path(tempfile.mkdtemp(prefix=f"simbdp-app-{os.getpid()}-{tenant}-"))
     try:
         _copy_app(app_dir, tmp / "app")
     except BaseException:

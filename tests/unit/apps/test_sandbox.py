@@ -257,3 +257,12 @@ def test_no_sandbox_refuses_unless_unconfined(home: Path, monkeypatch: pytest.Mo
         assert not r.confined
         ctx = AppContext(tenant="evil", app="a", source="x", tables=("a",))
         assert r.call(DATA, ctx)["a"]["uid"].to_pylist() == [os.getuid()]
+
+
+def test_folders_of_killed_platform_processes_are_swept(home: Path) -> None:
+    import tempfile
+
+    dead = Path(tempfile.gettempdir()) / "simbdp-app-4194999-evil-stale"  # above pid_max
+    (dead / "app").mkdir(parents=True, exist_ok=True)
+    call(home, "whoami")
+    assert not dead.exists()
