@@ -7,9 +7,12 @@ import json
 import subprocess
 import uuid
 
+import aio_pika
+import aiormq
 import pytest
 
 from simbdp.errors import ConfigError, CredentialsIssued
+from simbdp.stream.brokers import TenantCredentials
 from simbdp.stream.client import issue_broker_credentials
 from simbdp.testing import stream_tenant
 
@@ -58,7 +61,15 @@ def test_tenant_publishes_with_its_own_user_to_its_own_queue_only(make_stream_en
     assert env.count(a) == 3  # c1, p1, c2: consumed and ingested by simbdp
     assert env.count(b) == 0
 
-    new = asyncio.run(issue_broker_credentials(env.platform, a, rotate=True))
+    async def rotate_under_an_open_connection() -> TenantCredentials:
+        conn = await aio_pika.connect(creds.url)
+        x = await (await conn.channel()).get_exchange(f"simbdp.{a}.x", ensure=False)
+        rotated = await issue_broker_credentials(env.platform, a, rotate=True)
+        await asyncio.sleep(0.5)
+        with pytest.raises(aiormq.exceptions.ChannelInvalidStateError):  # closed by the broker
+            await x.publish(aio_pika.Message(b'{"id": "c5", "n": 9}'), routing_key="in")
+        return rotated
+    new = asyncio.run(rotate_under_an_open_connection())
     assert new.password != creds.password
     stale = amqp_publish(creds.url, f"simbdp.{a}.x", "in", {"id": "c3", "n": 4})
     assert stale.returncode != 0 and "ACCESS_REFUSED" in stale.stderr

@@ -166,11 +166,14 @@ class RabbitMQBroker:
     def _close_connections(user: str, tenant: str) -> None:
         """Connections opened with the old secret stay open after change_password: close
         them, so the rotation takes effect at once."""
-        out = _ctl("list_connections", "user", "pid", "--formatter", "json", tenant=tenant)
-        for c in json.loads(out.stdout or "[]"):
-            if c.get("user") == user:
-                _ctl("close_connection", c["pid"], "broker credentials rotated",
-                     tenant=tenant, ok_codes=(0, 1))
+        # tab-separated: the json formatter prints pids as #PID<...>, which close_connection
+        # does not take
+        out = _ctl("list_connections", "user", "pid", "--no-table-headers", tenant=tenant)
+        for line in out.stdout.splitlines():
+            who, _, pid = line.partition("\t")
+            if who == user and pid:
+                _ctl("close_connection", pid.strip(), "broker credentials rotated",
+                     tenant=tenant, ok_codes=(0, 1, 69))  # it may be gone already
 
     async def publish(self, tenant: str, messages: list[OutMessage]) -> None:
         await self.connect()
