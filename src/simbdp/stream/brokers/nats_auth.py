@@ -67,13 +67,14 @@ class NatsUsers:
                 out[u["user"]] = u
         return out
 
-    def set_user(self, user: str, secret: str, permissions: dict[str, Any]) -> None:
-        """Add ``user`` or give it a new secret, rewrite the file and reload the server."""
+    def set_user(self, user: str, secret: str, permissions: dict[str, Any]) -> bool:
+        """Add ``user`` or give it a new secret, rewrite the file and reload the server;
+        False when no server could be reloaded."""
         users = self.users()
         users[user] = {"user": user, "password": _hash(secret.encode()),
                        "permissions": permissions}
         self.write(users)
-        self.reload()
+        return self.reload()
 
     def write(self, users: dict[str, dict[str, Any]] | None = None) -> None:
         """Write the file (0600, atomically) with ``users`` (default: those in it) and the

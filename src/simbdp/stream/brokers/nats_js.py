@@ -127,15 +127,21 @@ class NatsBroker:
             raise BrokerUnavailable(
                 f"tenant {tenant!r}: {e}; the users file {users.path} has the platform user: "
                 "start nats-server with it included, then ask again") from e
-        await asyncio.to_thread(users.set_user, user, secret,
-                                tenant_permissions(self.prefix, tenant, self._stream(tenant)))
+        reloaded = await asyncio.to_thread(
+            users.set_user, user, secret,
+            tenant_permissions(self.prefix, tenant, self._stream(tenant)))
         parts = urlsplit(self.url)
         url = (f"{parts.scheme}://{quote(user, safe='')}:{quote(secret, safe='')}@"
                f"{parts.hostname}:{parts.port or 4222}")
         creds = TenantCredentials(tenant=tenant, username=user, password=secret, url=url,
                                   inbox_prefix=f"_INBOX_{tenant}")
-        if self.settings.nats_pid_file is not None:
+        if reloaded:
             await self._wait_usable(creds)
+        else:
+            get_logger("simbdp.stream", tenant=tenant).warning(
+                "nats_users_not_reloaded", file=str(users.path),
+                reason="no running nats-server found through broker.nats_pid_file: the "
+                       "new user works once the server is reloaded or started")
         return creds
 
     async def _wait_usable(self, creds: TenantCredentials, secs: float = 10.0) -> None:
