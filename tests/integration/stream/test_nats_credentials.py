@@ -166,9 +166,14 @@ def test_tenant_users_reach_only_their_own_subjects_and_stream(make_stream_env, 
         await nc.jetstream().publish("simbdp.gamma.in", b'{"id": "g1", "n": 1}')
         await _refused(nc.publish("simbdp.acme.in", b"{}"), errors, '"simbdp.acme.in"')
         await nc.close()
+        before = await _as_tenant(acme, errors)
         new = await issue_broker_credentials(env.platform, "acme", rotate=True)
         with pytest.raises(NatsError):
             await _as_tenant(acme, errors)
+        deadline = time.monotonic() + 5  # the reload closes the old secret's connections too
+        while not before.is_closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert before.is_closed
         await (await _as_tenant(new, errors)).close()
         await (await _as_tenant(beta, errors)).close()  # others untouched by the rewrite
     asyncio.run(as_gamma_then_rotated_acme())
