@@ -265,6 +265,11 @@ class BrokerSettings(Model):
     path: Path | None = None
     #: seconds a delivery stays invisible to others before it is redelivered (not acked)
     lease_secs: float = Field(30.0, gt=0)
+    #: nats: the users file simbdp writes (0600) for the server config to ``include``; unset:
+    #: NATS runs without per-tenant users
+    nats_auth_file: Path | None = None
+    #: nats: the server's pid file, to reload it (SIGHUP) after the users file changed
+    nats_pid_file: Path | None = None
 
 
 class ApiSettings(Model):
