@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import yaml
 from rich.table import Table
 
+from simbdp.apps.sandbox import sandbox_problem
 from simbdp.batch import BatchIngestManager
 from simbdp.cli.common import console
 from simbdp.cli.report import print_report
@@ -32,9 +33,14 @@ def make_demo_home(home: Path) -> None:
     """Write the platform config, the two tenant profiles and the Reddit tenant's app."""
     assets = resources.files("simbdp") / "demo_assets"
     (home / "tenants").mkdir(parents=True, exist_ok=True)
-    (home / "platform.yaml").write_text(yaml.safe_dump(
-        {"workers": 2, "stable_secs": 0.2, "rescan_secs": 0.5, "report_interval_secs": 1.0}),
-        encoding="utf-8")
+    config: dict[str, object] = {"workers": 2, "stable_secs": 0.2, "rescan_secs": 0.5,
+                                 "report_interval_secs": 1.0}
+    problem = sandbox_problem()
+    if problem is not None:  # the demo's own app, on a machine without bubblewrap: say so
+        console.print(f"[red]tenant apps cannot be confined here ({problem}); the demo runs "
+                      "them unconfined (apps.unconfined: true)[/red]")
+        config["apps"] = {"unconfined": True}
+    (home / "platform.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     for t in ("reddit", "sensors"):
         (home / "tenants" / f"{t}.yaml").write_text(
             (assets / f"{t}.yaml").read_text(encoding="utf-8"), encoding="utf-8")

@@ -13,7 +13,8 @@
         ├── SchemaError        the data does not fit the target table
         ├── DuplicateIngestion the same content was committed before (ledger hit)
         ├── AppFailed          the tenant app raised, hung, crashed or returned a wrong shape
-        └── AuthError          wrong, missing or revoked credentials, or another tenant's resource
+        ├── AuthError          wrong, missing or revoked credentials, or another tenant's resource
+        └── CredentialsIssued  a tenant's broker secret was handed out already (rotate it)
 
 Every message names the tenant, the file or message, and what is wrong.
 """
@@ -25,6 +26,7 @@ __all__ = [
     "AuthError",
     "BrokerUnavailable",
     "ConfigError",
+    "CredentialsIssued",
     "DuplicateIngestion",
     "DuplicateMessages",
     "FormatError",
@@ -132,3 +134,16 @@ class AppFailed(TerminalError):
 
 class AuthError(TerminalError):
     code = "unauthorized"
+
+
+class CredentialsIssued(TerminalError):
+    """A tenant's broker user exists and its secret was shown once; only a rotation makes a
+    new one (simbdp keeps no copy)."""
+
+    code = "credentials_issued"
+
+    def __init__(self, tenant: str, username: str):
+        self.tenant, self.username = tenant, username
+        super().__init__(f"tenant {tenant!r}: broker user {username!r} exists and its secret "
+                         "was handed out when it was created; simbdp keeps no copy. Rotate "
+                         "(--rotate, or rotate=true) to get a new one; the old one stops working")

@@ -6,9 +6,11 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query
+from pydantic import BaseModel
 
-from simbdp.api.deps import ERRORS, ApiError, Caller, Services, operator, services
+from simbdp.api.deps import ERRORS, ApiError, Caller, ErrorBody, Services, operator, services
 from simbdp.batch.staging import prepare_tenant_dirs
+from simbdp.errors import BrokerUnavailable, ConfigError, CredentialsIssued
 from simbdp.observe.report import batch_summary, stream_summary
 from simbdp.profiles import TenantProfile, save_profile
 
@@ -73,3 +75,38 @@ def report(_: Caller = Depends(operator), svc: Services = Depends(services),
     """The platform report: batch and stream figures per tenant."""
     return {"batch": [asdict(s) for s in batch_summary(svc.store, since=since)],
             "stream": [asdict(s) for s in stream_summary(svc.store, since=since)]}
+
+
+class BrokerCredentials(BaseModel):
+    """A tenant's own broker user; ``password`` (also inside ``url``) is shown only now."""
+
+    tenant: str
+    username: str
+    password: str
+    url: str
+    #: NATS: the reply-subject prefix the tenant's client must use
+    inbox_prefix: str | None = None
+
+
+@router.post("/tenants/{tenant}/broker-credentials", response_model=BrokerCredentials,
+             responses={503: {"model": ErrorBody}})
+async def broker_credentials(tenant: str, rotate: bool = Query(False),
+                             _: Caller = Depends(operator), svc: Services = Depends(services)
+                             ) -> BrokerCredentials:
+    """Create the tenant's own broker user with a secret shown once, or with ``rotate`` give
+    it a new secret (the old one stops working). simbdp stores no copy: asking again without
+    ``rotate`` is a 409."""
+    from simbdp.stream.client import issue_broker_credentials
+
+    if tenant not in svc.platform.tenants:
+        raise ApiError(404, "not_found", f"no tenant {tenant!r}")
+    try:
+        c = await issue_broker_credentials(svc.platform, tenant, rotate=rotate)
+    except CredentialsIssued as e:
+        raise ApiError(409, e.code, str(e)) from e
+    except ConfigError as e:
+        raise ApiError(409, "no_broker_users", str(e)) from e
+    except BrokerUnavailable as e:
+        raise ApiError(503, e.code, str(e)) from e
+    return BrokerCredentials(tenant=c.tenant, username=c.username, password=c.password,
+                             url=c.url, inbox_prefix=c.inbox_prefix)

@@ -39,8 +39,6 @@ def _apply_limits(limits: dict[str, Any]) -> None:
     _lower(resource.RLIMIT_CPU, limits["cpu_secs"], limits["cpu_secs"] + 5)
     _lower(resource.RLIMIT_FSIZE, limits["fsize_bytes"])
     _lower(resource.RLIMIT_CORE, 0)
-    if limits.get("nproc"):
-        _lower(resource.RLIMIT_NPROC, limits["nproc"])
 
 
 def _orphaned(cfg: dict[str, Any]) -> bool:
@@ -52,7 +50,13 @@ def _orphaned(cfg: dict[str, Any]) -> bool:
 
 
 def _watch_parent(cfg: dict[str, Any]) -> None:
-    """Exit when the platform is gone, even while the app hangs (a sleeping orphan)."""
+    """Exit when the platform is gone, even while the app hangs (a sleeping orphan).
+
+    Only unconfined: a confined app's namespace dies with the platform process (bwrap).
+    """
+    if cfg["parent_pid"] is None:
+        return
+
     def watch() -> None:
         while not _orphaned(cfg):
             time.sleep(1.0)
@@ -220,7 +224,8 @@ def main() -> None:
         while os.getppid() == cfg["parent_pid"] and time.monotonic() < end:
             time.sleep(0.01)
     finally:
-        _orphaned(cfg)
+        if cfg["parent_pid"] is not None:
+            _orphaned(cfg)
 
 
 if __name__ == "__main__":

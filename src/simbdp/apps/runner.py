@@ -1,10 +1,10 @@
-"""Run a tenant app in a process of its own, with time and memory limits.
+"""Run a tenant app in a process of its own, confined, with time and memory limits.
 
 One :class:`AppRunner` owns one child process (``python -I -m simbdp.apps.child``, a fresh
-interpreter, never a fork of the platform) and reuses it for every chunk of a file or every
-micro-batch of a stream instance. Data crosses two pipes as Arrow IPC streams (see
-:mod:`simbdp.apps.protocol`); what walls the child in is described in
-:mod:`simbdp.apps.sandbox`.
+interpreter, never a fork of the platform, started inside bubblewrap and a cgroup of its own)
+and reuses it for every chunk of a file or every micro-batch of a stream instance. Data
+crosses two pipes as Arrow IPC streams (see :mod:`simbdp.apps.protocol`); what walls the
+child in is described in :mod:`simbdp.apps.sandbox`.
 
 Failures raise :class:`~simbdp.errors.AppFailed` with ``kind`` one of ``load``, ``raised``,
 ``timeout``, ``memory``, ``crashed`` or ``bad_output``, naming tenant, app, source and chunk.
@@ -33,9 +33,17 @@ import pyarrow as pa
 
 from simbdp.apps import protocol
 from simbdp.apps.base import AppContext
-from simbdp.apps.sandbox import Limits, child_env, make_private_dir, sandbox_ids
+from simbdp.apps.cgroup import AppCgroup, cgroup_problem
+from simbdp.apps.sandbox import (
+    APP_DIR,
+    Limits,
+    bwrap_command,
+    child_env,
+    make_private_dir,
+    sandbox_problem,
+)
 from simbdp.errors import AppFailed, ConfigError, TransientError
-from simbdp.profiles.models import AppSpec
+from simbdp.profiles.models import AppSpec, AppsSettings
 
 __all__ = ["AppRunner"]
 
@@ -50,6 +58,7 @@ _MEMORY_WORDS = ("memoryerror", "cannot allocate", "bad_alloc", "out of memory",
 _NEAR_LIMIT = 0.9
 _VM_PEAK = re.compile(rb"VmPeak:\s*(\d+) kB")
 _FRAME = re.compile(r'File "([^"]+)", line (\d+) in (\S+)')
+_SIGNALS = {int(s) for s in signal.Signals}
 
 
 class AppRunner:
@@ -58,13 +67,23 @@ class AppRunner:
     Not thread-safe: one call at a time. Use as a context manager, or ``start()``/``close()``.
     """
 
-    def __init__(self, app_dir: Path, spec: AppSpec, tenant: str):
+    def __init__(self, app_dir: Path, spec: AppSpec, tenant: str,
+                 settings: AppsSettings | None = None):
         if spec.entrypoint is None:
             raise ConfigError(f"tenant {tenant!r}: app {spec.name!r} has no entrypoint")
         self.app_dir, self.spec, self.tenant = Path(app_dir), spec, tenant
-        self._ids = sandbox_ids(tenant)
-        self._limits = Limits.for_app(spec.memory_mb, spec.timeout_secs, self._ids)
+        self.settings = settings or AppsSettings()
+        problem = sandbox_problem()
+        if problem is not None and not self.settings.unconfined:
+            raise ConfigError(f"tenant {tenant!r}: app {spec.name!r} cannot run confined: "
+                              f"{problem}; install bubblewrap, or set apps.unconfined: true "
+                              "in platform.yaml to run tenant apps without walls")
+        #: False when the app runs as a plain process of the platform's user
+        self.confined = problem is None
+        self._limits = Limits.for_app(spec.memory_mb, spec.timeout_secs)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._app_pid = 0
+        self._cgroup: AppCgroup | None = None
         self._dir: Path | None = None
         self._to_child = self._from_child = self._log = -1
         self._log_mark = 0
@@ -99,7 +118,7 @@ class AppRunner:
                                  f"start its process: {e}") from e
 
     def _spawn(self) -> None:
-        self._dir = make_private_dir(self.tenant, self.app_dir, self._ids)
+        self._dir = make_private_dir(self.tenant, self.app_dir)
         self._log = os.open(self._dir / "app.log",
                             os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         in_r, in_w = os.pipe()
@@ -108,33 +127,40 @@ class AppRunner:
             with contextlib.suppress(OSError):  # a smaller pipe still works, only slower
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         self._to_child, self._from_child = in_w, out_r
-        cfg = {"app_dir": str(self._dir / "app"), "entrypoint": self.spec.entrypoint,
+        app_dir = APP_DIR if self.confined else str(self._dir / "app")
+        home = "/tmp" if self.confined else str(self._dir)
+        cfg = {"app_dir": app_dir, "entrypoint": self.spec.entrypoint,
                "tables": list(self.spec.tables), "limits": self._limits.to_json(),
-               "in_fd": in_r, "out_fd": out_w, "parent_pid": os.getpid(),
-               "private_dir": str(self._dir)}
-        ids = self._ids
+               "in_fd": in_r, "out_fd": out_w,
+               # confined, the namespace dies with the platform: nothing to watch or remove
+               "parent_pid": None if self.confined else os.getpid(),
+               "private_dir": None if self.confined else str(self._dir)}
+        argv = [sys.executable, "-I", "-m", "simbdp.apps.child", json.dumps(cfg)]
+        if self.confined:
+            argv = bwrap_command(self._dir, self.settings.tmp_mb) + argv
+        if cgroup_problem() is None:
+            self._cgroup = AppCgroup(self.spec.memory_mb * 1024**2, self.settings.pids_max)
+            argv = _enter_cgroup(self._cgroup.procs_files) + argv
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-m", "simbdp.apps.child", json.dumps(cfg)],
-                stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                pass_fds=(in_r, out_w), env=child_env(self._dir), cwd=self._dir,
-                start_new_session=True, umask=0o077,
-                user=ids[0] if ids else None, group=ids[1] if ids else None,
-                extra_groups=[] if ids else None)
+                argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                pass_fds=(in_r, out_w), env=child_env(home), cwd=self._dir,
+                start_new_session=True, umask=0o077)
         finally:
             os.close(in_r)
             os.close(out_w)
         os.set_blocking(self._to_child, False)
         os.set_blocking(self._from_child, False)
-        self._vm_peak_kib = 0
+        self._vm_peak_kib, self._app_pid = 0, 0 if self.confined else self._proc.pid
         pidfd = -1
         with contextlib.suppress(OSError, AttributeError):  # Linux >= 5.3
             pidfd = os.pidfd_open(self._proc.pid)
         self._peer = protocol.Peer(pidfd, self._sample)
 
     def close(self) -> None:
-        """Stop the child (it finishes nothing: calls are synchronous) and remove its folder."""
-        self._discard(graceful=True)
+        """Kill the child and remove its folder: calls are synchronous, so it has nothing to
+        finish, and a kill ends it in ~1 ms where its interpreter's own exit takes ~20 ms."""
+        self._discard()
         self._load_error = None
 
     # calls -------------------------------------------------------------------------------
@@ -269,8 +295,11 @@ class AppRunner:
             if self._exited():
                 with contextlib.suppress(ChildProcessError):
                     _, status, usage = os.wait4(proc.pid, 0)
-                    proc.returncode = os.waitstatus_to_exitcode(status)
-                    ended = proc.returncode, usage.ru_maxrss
+                    code = os.waitstatus_to_exitcode(status)
+                    if self.confined and code > 128 and code - 128 in _SIGNALS:
+                        code = 128 - code  # bwrap exits with 128 + the app's signal
+                    proc.returncode = code
+                    ended = code, usage.ru_maxrss
         if self._from_child >= 0:
             os.close(self._from_child)
             self._from_child = -1
@@ -280,12 +309,14 @@ class AppRunner:
         return ended
 
     def _sample(self) -> None:
-        """Track the child's peak address space while a call waits: a native crash near
+        """Track the app's peak address space while a call waits: a native crash near
         the RLIMIT_AS limit is a memory failure, not a bug."""
         if self._proc is None:
             return
+        if not self._app_pid:  # confined: bwrap -> bwrap's init -> the app
+            self._app_pid = _descendant(self._proc.pid, 2)
         try:
-            with open(f"/proc/{self._proc.pid}/status", "rb") as f:
+            with open(f"/proc/{self._app_pid}/status", "rb") as f:
                 status = f.read()
         except OSError:
             return
@@ -299,6 +330,9 @@ class AppRunner:
         if self._log >= 0:
             os.close(self._log)
             self._log = -1
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
         self._dir, self._ready = None, False
@@ -306,10 +340,12 @@ class AppRunner:
     def _died(self, ctx: AppContext) -> AppFailed:
         """The AppFailed for a child that ended (or closed its pipes): memory, or crashed."""
         loading = not self._ready
-        app_dir = os.path.realpath(self._dir / "app") if self._dir else "?"
+        app_dir = APP_DIR if self.confined else os.path.realpath(self._dir / "app") \
+            if self._dir else "?"
         exited = self._wait_exit(2.0)
         ended = self._end(graceful=False)
         tail, peak_kib = self._tail(), self._vm_peak_kib
+        oom = self._cgroup is not None and self._cgroup.oom_killed()
         self._discard()
         code, rss_kib = ended if ended is not None else (None, 0)
         if not exited:
@@ -327,7 +363,7 @@ class AppRunner:
         native = exited and code is not None and -code in (
             signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS)
         when = "while loading: " if loading else ""
-        if any(w in tail.lower() for w in _MEMORY_WORDS) or (near and native):
+        if oom or any(w in tail.lower() for w in _MEMORY_WORDS) or (near and native):
             hint = "; Python with pyarrow alone needs ~200 MB" if loading else ""
             return AppFailed(self._msg(ctx, f"{when}memory limit exceeded "
                                             f"({self.spec.memory_mb} MB) ({detail}){hint}"),
@@ -355,6 +391,26 @@ class AppRunner:
     def _msg(self, ctx: AppContext, what: str) -> str:
         return (f"tenant {self.tenant!r}: app {self.spec.name!r} on {ctx.source!r} "
                 f"(chunk {ctx.chunk}): {what}")
+
+
+def _enter_cgroup(procs_files: list[str]) -> list[str]:
+    """A command prefix that moves itself into the cgroups, then runs what follows it."""
+    script = 'for f; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; ' \
+             'shift; exec "$@"'
+    return ["/bin/sh", "-c", script, "sh", *procs_files, "--"]
+
+
+def _descendant(pid: int, depth: int) -> int:
+    """The first child's first child... ``depth`` levels down from ``pid`` (0 if none yet)."""
+    for _ in range(depth):
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return 0
+        if not kids:
+            return 0
+        pid = int(kids[0])
+    return pid
 
 
 def _ctx_json(ctx: AppContext) -> dict[str, object]:

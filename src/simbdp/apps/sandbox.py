@@ -1,135 +1,188 @@
-"""The walls around an app process: its user, its private folder, its environment, its limits.
+"""The walls around an app process: namespaces, a private folder, an empty environment, limits.
 
-- User: when the platform runs as root, each tenant's app processes run as an unprivileged uid
-  of their own (``_UID_BASE`` + a hash of the tenant id; no passwd entry needed), or as
-  ``nobody`` when the user namespace maps no such uid. They then cannot read folders that are
-  not world-readable (keep the platform home 0700), nor signal, trace or read the ``/proc`` of
-  the platform or of other tenants' app processes. This needs an interpreter and packages that
-  any user can read; when they live under root's private home (pyenv in ``/root``) the drop is
-  impossible and apps run as root: then nothing below stops an app that wants to get out.
-- Folder: a private temporary folder (mode 0700, the cwd and HOME) holding a copy of the
-  tenant's app folder, the only folder added to ``sys.path``. Symlinks that leave the folder,
-  ``__pycache__`` and special files are not copied.
-- Environment: a fixed minimal set (no inherited variables: no DSNs, keys or tokens).
-- Limits (set by the child itself before it imports pyarrow or tenant code):
-  ``RLIMIT_AS`` = ``memory_mb``: address space, not RSS. Python with pyarrow needs ~200 MB of
-  it before the first row, plus about twice the chunk size. An app that uses duckdb should
-  get ``memory_mb >= 1024`` (import and connect alone take ~384 MB here; below that
-  ``duckdb.connect()`` dies by SIGSEGV or abort, reported as ``memory``) and should set
-  duckdb's own ``memory_limit`` below it, as duckdb sizes its buffers from the machine's RAM.
-  ``RLIMIT_CPU``: a backstop for orphans; the runner recycles the process long before it.
-  ``RLIMIT_FSIZE``: 1 GiB per file. ``RLIMIT_CORE``: 0. ``RLIMIT_NPROC``: only for a
-  dedicated uid (it counts every process of the user; root ignores it).
-- Not provided: network isolation, a disk quota for the private folder, CPU shares, and
-  a kill of processes an app detaches with ``setsid`` (cgroups or containers do those).
+Confined (the default): the app process runs under bubblewrap (``bwrap``, the sandbox of
+Flatpak) in its own user, PID, IPC, UTS, mount, network and cgroup namespaces, as uid/gid
+65534 inside, with no capabilities. Its file system holds only:
+
+- ``/usr`` (and the ``/bin``, ``/lib*`` links), ``/etc/ld.so.cache`` and ``/etc/localtime``,
+  read-only: nothing else of ``/etc`` (no passwd, no shadow, no hosts);
+- the interpreter, its standard library, the venv and the ``simbdp`` package, read-only;
+- ``/app``: a read-only copy of the tenant's app folder, made for this process;
+- ``/tmp``: a private tmpfs of ``apps.tmp_mb`` MB, its cwd, ``HOME`` and ``TMPDIR``;
+- ``/proc`` of its own PID namespace and a minimal ``/dev``.
+
+No network: only a loopback of its own. The platform home, other tenants, the state store and
+the brokers are not in its view at all. bwrap's own init is PID 1 of the namespace and exits
+with the app, so a child that detaches with ``setsid`` dies with it, and the whole namespace
+dies with the platform process that started it. bwrap's exit status is the app's, or 128 +
+the signal that killed it.
+Its standard output and error go to a log file the platform opened; data crosses two pipes.
+
+Limits: a cgroup per app process (:mod:`simbdp.apps.cgroup`) bounds resident memory to
+``memory_mb`` and processes plus threads to ``apps.pids_max``, across everything the app
+starts. The child also lowers its own rlimits before it imports pyarrow or tenant code:
+``RLIMIT_AS`` = ``memory_mb`` (address space of each process; Python with pyarrow needs
+~200 MB of it before the first row, an app that uses duckdb needs ``memory_mb >= 1024``),
+``RLIMIT_CPU`` (a backstop: the runner recycles the process long before), ``RLIMIT_FSIZE``
+1 GiB, ``RLIMIT_CORE`` 0.
+
+Unconfined: where bwrap is missing or cannot create namespaces, apps run only if the operator
+sets ``apps.unconfined: true``: then a plain child process as the platform's user, with the
+same private folder, environment and rlimits, and every record of such a run says so.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import pwd
 import shutil
-import stat
+import subprocess
 import sys
 import tempfile
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-__all__ = ["Limits", "child_env", "make_private_dir", "sandbox_ids"]
+import simbdp
+from simbdp.errors import ConfigError
+from simbdp.observe.logs import get_logger
 
-_UID_BASE, _UID_SPAN = 1_900_000_000, 100_000_000
+if TYPE_CHECKING:
+    from simbdp.profiles.loader import Platform
+
+__all__ = [
+    "APP_DIR",
+    "Limits",
+    "bwrap_command",
+    "check_confinement",
+    "check_home_hidden",
+    "child_env",
+    "make_private_dir",
+    "sandbox_mode",
+    "sandbox_problem",
+]
+
+#: where the app's folder appears inside the sandbox
+APP_DIR = "/app"
+_SANDBOX_TMP = "/tmp"
+_SANDBOX_UID = 65534
 _FSIZE_BYTES = 1024**3
-_NPROC = 1024
 _PATH = "/usr/local/bin:/usr/bin:/bin"
+_ETC = ("/etc/ld.so.cache", "/etc/localtime")
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits the child applies to itself (``None``: leave as inherited)."""
+    """Resource limits the child applies to itself."""
 
     memory_mb: int
     cpu_secs: int
     fsize_bytes: int = _FSIZE_BYTES
-    nproc: int | None = None
 
     @classmethod
-    def for_app(cls, memory_mb: int, timeout_secs: float,
-                ids: tuple[int, int] | None) -> Limits:
+    def for_app(cls, memory_mb: int, timeout_secs: float) -> Limits:
         """Limits for one app; RLIMIT_CPU outlasts 4 calls using every core till timeout."""
         cpu = int(max(3600, 4 * timeout_secs * (os.cpu_count() or 1)))
-        dedicated = ids is not None and ids[0] != 0
-        return cls(memory_mb=memory_mb, cpu_secs=cpu, nproc=_NPROC if dedicated else None)
+        return cls(memory_mb=memory_mb, cpu_secs=cpu)
 
-    def to_json(self) -> dict[str, int | None]:
+    def to_json(self) -> dict[str, int]:
         return asdict(self)
 
 
-def _mapped(uid: int) -> bool:
-    """Whether the current user namespace maps ``uid`` (so setuid to it can work)."""
-    try:
-        lines = Path("/proc/self/uid_map").read_text().split("\n")
-    except OSError:
-        return uid < 65536
-    for line in lines:
-        parts = line.split()
-        if len(parts) == 3 and int(parts[0]) <= uid < int(parts[0]) + int(parts[2]):
-            return True
-    return False
+@functools.cache
+def runtime_paths() -> tuple[str, ...]:
+    """Folders the child's interpreter reads: the Python install, the venv, simbdp, pyarrow."""
+    paths = {sys.base_prefix, sys.prefix, Path(simbdp.__file__).parent,
+             Path(pa.__file__).parent, Path(sys.executable).parent}
+    real = sorted({os.path.realpath(p) for p in paths} | {os.path.abspath(p) for p in paths})
+    # a folder inside another bound one is bound already
+    return tuple(p for p in real if not any(p != q and p.startswith(q + os.sep) for q in real)
+                 and p != "/usr" and not p.startswith("/usr/"))
 
 
-def _others_can(path: Path, bits: int) -> bool:
-    """Whether a user with no relation to ``path``'s owner can reach it with ``bits``."""
-    try:
-        for p in {path.absolute(), path.resolve()}:
-            if not all(d.stat().st_mode & stat.S_IXOTH for d in p.parents):
-                return False
-            if p.stat().st_mode & bits != bits:
-                return False
-    except OSError:
-        return False
-    return True
+def _root_links() -> list[str]:
+    """``/bin``, ``/lib``... as the host has them: links into /usr, or folders bound as-is."""
+    args: list[str] = []
+    for name in ("bin", "sbin", "lib", "lib32", "lib64"):
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def bwrap_command(private_dir: Path, tmp_mb: int) -> list[str]:
+    """The bwrap command line that runs what follows it confined (see the module docstring)."""
+    bwrap = shutil.which("bwrap") or "bwrap"
+    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+            "--cap-drop", "ALL", "--uid", str(_SANDBOX_UID), "--gid", str(_SANDBOX_UID),
+            "--hostname", "simbdp-app", "--ro-bind", "/usr", "/usr", *_root_links()]
+    for f in _ETC:
+        args += ["--ro-bind-try", f, f]
+    for p in runtime_paths():
+        args += ["--ro-bind", p, p]
+    args += ["--proc", "/proc", "--dev", "/dev",
+             "--size", str(tmp_mb * 1024**2), "--tmpfs", _SANDBOX_TMP,
+             "--ro-bind", str(private_dir / "app"), APP_DIR,
+             "--chdir", _SANDBOX_TMP, "--"]
+    return args
 
 
 @functools.cache
-def _runtime_readable() -> bool:
-    import simbdp
-    from simbdp.observe.logs import get_logger
+def sandbox_problem() -> str | None:
+    """Why apps cannot be confined on this machine, or None when they can."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    with tempfile.TemporaryDirectory(prefix="simbdp-probe-") as tmp:
+        (Path(tmp) / "app").mkdir()
+        try:
+            # the same walls as an app's, around the cheapest program: a few ms, once a process
+            done = subprocess.run([*bwrap_command(Path(tmp), 1), "true"],
+                                  capture_output=True, text=True, timeout=30, env=child_env(tmp))
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"bwrap cannot run: {e}"
+    if done.returncode != 0:
+        return f"bwrap cannot create namespaces here: {done.stderr.strip()[:300]}"
+    return None
 
-    files = [Path(pa.__file__), Path(str(simbdp.__file__))]
-    ok = _others_can(Path(sys.executable), stat.S_IXOTH) and all(
-        _others_can(f, stat.S_IROTH) for f in files)
-    if not ok:
-        get_logger("simbdp.apps").warning(
-            "apps_run_as_root", interpreter=sys.executable,
-            reason="the interpreter or its packages are not readable by other users")
-    return ok
+
+def sandbox_mode() -> str:
+    """``bwrap`` where apps run confined, else ``unconfined``: what records say of an app run."""
+    return "bwrap" if sandbox_problem() is None else "unconfined"
 
 
-def sandbox_ids(tenant: str) -> tuple[int, int] | None:
-    """(uid, gid) the tenant's app processes run as, or None to keep the platform's own.
+def check_confinement(platform: Platform) -> None:
+    """At start-up: refuse to run tenant apps unconfined unless the operator said so.
 
-    None when the platform is not root (it cannot switch users) or when the interpreter and
-    its packages are not readable by other users (the child could not even start).
+    Raises ConfigError when some enabled tenant has apps, they cannot be confined here and
+    ``apps.unconfined`` is not set; logs a warning for every start without walls.
     """
-    if os.geteuid() != 0 or not _runtime_readable():
-        return None
-    uid = _UID_BASE + zlib.crc32(tenant.encode()) % _UID_SPAN
-    try:
-        pwd.getpwuid(uid)
-        taken = True
-    except KeyError:
-        taken = False
-    if _mapped(uid) and not taken:
-        return uid, uid
-    try:
-        pw = pwd.getpwnam("nobody")
-    except KeyError:
-        return None
-    return pw.pw_uid, pw.pw_gid
+    with_apps = sorted(t.tenant_id for t in platform.tenants.values() if t.enabled and t.apps)
+    if not with_apps:
+        return
+    check_home_hidden(platform.config.home)
+    problem = sandbox_problem()
+    if problem is None:
+        return
+    if not platform.config.apps.unconfined:
+        raise ConfigError(f"tenant apps ({', '.join(with_apps)}) cannot run confined: "
+                          f"{problem}. Install bubblewrap, or set apps.unconfined: true in "
+                          "platform.yaml to run them without walls between tenants")
+    get_logger("simbdp.apps").warning(
+        "apps_unconfined", tenants=with_apps, reason=problem,
+        effect="tenant apps run as the platform's user and can read every tenant's data")
+
+
+def check_home_hidden(home: Path) -> None:
+    """Refuse a platform home inside a folder that every app sees (the interpreter's)."""
+    real = os.path.realpath(home)
+    for p in runtime_paths():
+        if real == p or real.startswith(p + os.sep):
+            raise ConfigError(f"the platform home {home} is inside {p}, which tenant apps "
+                              "see read-only: move the home elsewhere")
 
 
 def _copy_app(src: Path, dst: Path) -> None:
@@ -155,27 +208,33 @@ def _copy_app(src: Path, dst: Path) -> None:
             shutil.copyfile(path, dst / entry.name)
 
 
-def make_private_dir(tenant: str, app_dir: Path, ids: tuple[int, int] | None) -> Path:
+def _sweep_private_dirs() -> None:
+    """Remove the folders of app processes whose platform process was killed."""
+    for d in Path(tempfile.gettempdir()).glob("simbdp-app-*"):
+        pid = d.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def make_private_dir(tenant: str, app_dir: Path) -> Path:
     """A fresh 0700 folder for one app process, with ``app/`` a copy of ``app_dir``."""
-    tmp = Path(tempfile.mkdtemp(prefix=f"simbdp-app-{tenant}-"))
+    _sweep_private_dirs()
+    tmp = Path(tempfile.mkdtemp(prefix=f"simbdp-app-{os.getpid()}-{tenant}-"))
     try:
         _copy_app(app_dir, tmp / "app")
-        if ids is not None:
-            for p in [tmp, *tmp.rglob("*")]:
-                os.chown(p, *ids, follow_symlinks=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return tmp
 
 
-def child_env(private_dir: Path) -> dict[str, str]:
+def child_env(home: str) -> dict[str, str]:
     """The whole environment of an app process: nothing is inherited from the platform."""
     return {
         "PATH": _PATH,
         "LANG": "C.UTF-8",
-        "HOME": str(private_dir),
-        "TMPDIR": str(private_dir),
+        "HOME": home,
+        "TMPDIR": home,
         # a thread pool per core multiplies the address space counted by RLIMIT_AS
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",

@@ -69,6 +69,8 @@ class JobResult:
     #: on a ledger hit: the ingestion id that committed the same content
     ledger_ingestion_id: str | None = None
     rule_failures: dict[str, int] = field(default_factory=dict)
+    #: how the app ran: ``bwrap`` (confined) or ``unconfined``; None without an app
+    sandbox: str | None = None
 
 
 def content_key(path: Path) -> str:
@@ -153,7 +155,9 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
         hashing = stack.enter_context(ThreadPoolExecutor(1)).submit(content_key, job.path)
         runner = None
         if app is not None:
-            runner = stack.enter_context(AppRunner(config.apps_dir(tenant), app, tenant))
+            runner = stack.enter_context(AppRunner(config.apps_dir(tenant), app, tenant,
+                                                   config.apps))
+            result.sandbox = "bwrap" if runner.confined else "unconfined"
         opened = []
         for sink_name in sorted({s for t in tables.values() for s in t.sinks}):
             sink = open_sink(config.sinks[sink_name])

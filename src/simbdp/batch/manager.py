@@ -339,7 +339,8 @@ class BatchIngestManager:
         move_to_outcome(self.config, tenant, path, folder, details)
         self._taken.discard(path)
         self.store.finish_record(job.record_id, outcome, reason=result.reason,
-                                 content_key=result.content_key, **stats)
+                                 content_key=result.content_key, sandbox=result.sandbox,
+                                 **stats)
         log = self.log.info if outcome == "processed" else self.log.warning
         log(outcome, tenant=tenant, file=path.name, record=job.record_id, reason=result.reason,
             **stats)

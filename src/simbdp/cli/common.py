@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from simbdp.apps.sandbox import check_confinement
 from simbdp.errors import ConfigError
 from simbdp.observe.logs import configure_logging, get_logger
 from simbdp.profiles import Platform, load_platform
@@ -24,15 +25,22 @@ def home_path(home: Path | None) -> Path:
     return (home or Path(os.environ.get("SIMBDP_HOME", ".simbdp"))).resolve()
 
 
-def load(home: Path | None, *, log_console: bool = False) -> Platform:
-    """Load the platform or exit with every config problem printed."""
+def load(home: Path | None, *, log_console: bool = False, runs_apps: bool = False
+         ) -> Platform:
+    """Load the platform or exit with every config problem printed.
+
+    ``runs_apps``: the command runs tenant apps, so they must be confinable here (or the
+    operator must have said ``apps.unconfined``).
+    """
     path = home_path(home)
     try:
         platform = load_platform(path)
+        configure_logging(platform.config.home / "logs" / "simbdp.jsonl", console=log_console)
+        if runs_apps:
+            check_confinement(platform)
     except ConfigError as e:
         print_config_error(e)
         raise typer.Exit(2) from e
-    configure_logging(platform.config.home / "logs" / "simbdp.jsonl", console=log_console)
     log = get_logger("simbdp.profiles")
     for tenant, reason in platform.broken.items():
         log.error("profile_broken", tenant=tenant, reason=reason,

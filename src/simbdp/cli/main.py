@@ -48,7 +48,7 @@ def ingest(
 ) -> None:
     """Ingest files for a tenant once and exit (for scripts). Files are copied to its staging
     folder first; the originals are left untouched."""
-    platform = load(home)
+    platform = load(home, runs_apps=True)
     start_home(platform.config)
     try:
         profile = platform.tenant(tenant)
@@ -88,7 +88,7 @@ def ingest(
 @app.command()
 def serve(home: Path | None = HOME) -> None:
     """Run the platform until Ctrl-C or SIGTERM; then finish the files in flight and exit."""
-    platform = load(home, log_console=False)
+    platform = load(home, log_console=False, runs_apps=True)
     start_home(platform.config)
     store = StateStore.open(platform.config)
     stop = threading.Event()

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from simbdp.cli.common import console, load
-from simbdp.observe.report import batch_summary, stream_summary
+from simbdp.observe.report import batch_summary, stream_summary, unconfined_runs
 from simbdp.profiles import Platform
 from simbdp.state import StateStore
 
@@ -59,6 +59,9 @@ def print_report(store: StateStore, tenant: str | None = None, since: float | No
                        f"{s.latency_p99_ms:.1f}", str(s.instances_max), str(s.scale_ups),
                        str(s.scale_downs))
         console.print(st)
+    for t_id, n in unconfined_runs(store, tenant, since).items():
+        console.print(f"[red]tenant {t_id}: {n} app runs without the sandbox "
+                      "(apps.unconfined: true)[/red]")
 
 
 def print_disabled(platform: Platform, tenant: str | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -11,9 +12,10 @@ from rich.table import Table
 
 from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.common import console, err_console, home_path, load, print_config_error
-from simbdp.errors import ConfigError
+from simbdp.errors import BrokerUnavailable, ConfigError, CredentialsIssued
 from simbdp.home import make_private
 from simbdp.profiles import check_profiles, load_profile, save_profile
+from simbdp.stream.client import issue_broker_credentials
 
 __all__ = ["tenants_app"]
 
@@ -86,3 +88,32 @@ def show(tenant: str, home: Path | None = HOME) -> None:
         print_config_error(e)
         raise typer.Exit(1) from e
     console.print_json(json.dumps(profile.model_dump(mode="json")))
+
+
+@tenants_app.command("broker-credentials")
+def broker_credentials(
+        tenant: str, home: Path | None = HOME,
+        rotate: bool = typer.Option(False, "--rotate",
+                                    help="give the tenant's user a new secret; the old one "
+                                         "stops working")) -> None:
+    """Hand a tenant its own broker user (RabbitMQ or NATS) for its own clients.
+
+    The secret is made when the user is created (or with --rotate) and printed once: simbdp
+    keeps no copy. The user may publish to and read the tenant's own queues only.
+    """
+    platform = load(home)
+    try:
+        creds = asyncio.run(issue_broker_credentials(platform, tenant, rotate=rotate))
+    except ConfigError as e:
+        print_config_error(e)
+        raise typer.Exit(2) from e
+    except (CredentialsIssued, BrokerUnavailable) as e:
+        err_console.print(f"[red]error[/red] {e}")
+        raise typer.Exit(1) from e
+    console.print(f"tenant:   {creds.tenant}\nuser:     {creds.username}\n"
+                  f"secret:   {creds.password}\nurl:      {creds.url}", soft_wrap=True,
+                  highlight=False, markup=False)
+    if creds.inbox_prefix:
+        console.print(f"inbox prefix: {creds.inbox_prefix} (the client's reply subjects must "
+                      "start with it)", highlight=False, markup=False)
+    err_console.print("shown once: simbdp keeps no copy of the secret; --rotate makes a new one")

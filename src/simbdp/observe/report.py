@@ -9,7 +9,8 @@ from typing import Any
 
 from simbdp.state import StateStore
 
-__all__ = ["BatchSummary", "StreamSummary", "batch_summary", "stream_summary"]
+__all__ = ["BatchSummary", "StreamSummary", "batch_summary", "stream_summary",
+           "unconfined_runs"]
 
 
 @dataclass
@@ -114,3 +115,22 @@ def stream_summary(store: StateStore, tenant: str | None = None,
         s.scale_downs = sum(1 for d in mine if d["action"] == "scale_down")
         out.append(s)
     return out
+
+
+def unconfined_runs(store: StateStore, tenant: str | None = None,
+                    since: float | None = None) -> dict[str, int]:
+    """Files and stream reports per tenant whose app ran without the sandbox."""
+    where, params = "sandbox = 'unconfined'", []
+    if tenant is not None:
+        where += " AND tenant = ?"
+        params.append(tenant)
+    counts: dict[str, int] = defaultdict(int)
+    for table, col in (("ingestions", "started_at"), ("stream_reports", "window_end")):
+        sql = f"SELECT tenant, COUNT(*) AS n FROM {table} WHERE {where}"
+        args: list[Any] = list(params)
+        if since is not None:
+            sql += f" AND {col} >= ?"
+            args.append(since)
+        for r in store.db.query(sql + " GROUP BY tenant", args):
+            counts[r["tenant"]] += r["n"]
+    return dict(sorted(counts.items()))

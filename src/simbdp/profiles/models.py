@@ -24,6 +24,7 @@ from simbdp.profiles.types import arrow_type, normalize_type
 __all__ = [
     "ApiSettings",
     "AppSpec",
+    "AppsSettings",
     "BatchLimits",
     "BrokerSettings",
     "Column",
@@ -264,6 +265,11 @@ class BrokerSettings(Model):
     path: Path | None = None
     #: seconds a delivery stays invisible to others before it is redelivered (not acked)
     lease_secs: float = Field(30.0, gt=0)
+    #: nats: the users file simbdp writes (0600) for the server config to ``include``; unset:
+    #: NATS runs without per-tenant users
+    nats_auth_file: Path | None = None
+    #: nats: the server's pid file, to reload it (SIGHUP) after the users file changed
+    nats_pid_file: Path | None = None
 
 
 class ApiSettings(Model):
@@ -274,6 +280,17 @@ class ApiSettings(Model):
     requests_per_minute: int = Field(600, ge=1)
     upload_bytes_per_minute: ByteSize = ByteSize(2 * 1024**3)
     upload_stall_secs: float = Field(30.0, gt=0)
+
+
+class AppsSettings(Model):
+    """How tenant apps are confined (see :mod:`simbdp.apps.sandbox`)."""
+
+    #: run apps as plain processes where bubblewrap cannot confine them (said in every record)
+    unconfined: bool = False
+    #: size of each app process's private writable /tmp
+    tmp_mb: int = Field(64, ge=1, le=65536)
+    #: processes and threads of one app process and its children together
+    pids_max: int = Field(128, ge=16)
 
 
 class PlatformConfig(Model):
@@ -291,6 +308,7 @@ class PlatformConfig(Model):
     report_interval_secs: float = Field(5.0, gt=0)
     broker: BrokerSettings = BrokerSettings()
     api: ApiSettings = ApiSettings()
+    apps: AppsSettings = AppsSettings()
 
     @model_validator(mode="after")
     def _defaults(self) -> PlatformConfig:

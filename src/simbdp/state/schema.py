@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS ingestions (
     outcome TEXT NOT NULL,
     reason TEXT,
     attempt INTEGER NOT NULL DEFAULT 1,
-    quota_day TEXT
+    quota_day TEXT,
+    sandbox TEXT
 );
 CREATE INDEX IF NOT EXISTS ingestions_tenant_started ON ingestions (tenant, started_at);
 CREATE INDEX IF NOT EXISTS ingestions_outcome ON ingestions (outcome);
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS stream_reports (
     rows_rejected BIGINT NOT NULL,
     latency_mean_ms DOUBLE PRECISION,
     latency_p99_ms DOUBLE PRECISION,
-    backlog BIGINT NOT NULL
+    backlog BIGINT NOT NULL,
+    sandbox TEXT
 );
 CREATE INDEX IF NOT EXISTS stream_reports_tenant ON stream_reports (tenant, app, window_end);
 CREATE TABLE IF NOT EXISTS decisions (
@@ -79,3 +81,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at DOUBLE PRECISION
 )
 """
+
+#: (table, column, type) added after a table was first released
+ADDED_COLUMNS = [("ingestions", "sandbox", "TEXT"), ("stream_reports", "sandbox", "TEXT")]

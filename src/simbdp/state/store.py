@@ -13,7 +13,7 @@ from typing import Any
 
 from simbdp.profiles.models import PlatformConfig
 from simbdp.state.db import Database
-from simbdp.state.schema import SCHEMA
+from simbdp.state.schema import ADDED_COLUMNS, SCHEMA
 
 __all__ = ["OUTCOMES", "StateStore", "today"]
 
@@ -24,7 +24,7 @@ _RECORD_FIELDS = (
     "id", "tenant", "kind", "source", "app", "content_key", "bytes", "rows_in", "rows_loaded",
     "rows_rejected", "messages", "started_at", "ended_at", "read_secs", "app_secs",
     "write_secs", "latency_p50_ms", "latency_p99_ms", "outcome", "reason", "attempt",
-    "quota_day",
+    "quota_day", "sandbox",
 )
 
 
@@ -39,6 +39,16 @@ class StateStore:
     def __init__(self, db: Database):
         self.db = db
         self.db.script(SCHEMA)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Bring a store made by an older release up to the current columns."""
+        for table, column, sql_type in ADDED_COLUMNS:
+            if self.db.dialect == "postgres":
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} "
+                                f"{sql_type}")
+            elif column not in {r["name"] for r in self.db.query(f"PRAGMA table_info({table})")}:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
     @classmethod
     def open(cls, config: PlatformConfig) -> StateStore:

@@ -1,4 +1,5 @@
-"""Publishing messages to a tenant's queue, from Python or ``simbdp publish``."""
+"""Publishing messages to a tenant's queue, from Python or ``simbdp publish``, and handing a
+tenant its own broker credentials for its own clients."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from simbdp.profiles import Platform
-from simbdp.stream.brokers import OutMessage, open_broker
+from simbdp.stream.brokers import OutMessage, TenantCredentials, open_broker
 
-__all__ = ["make_messages", "publish", "publish_jsonl"]
+__all__ = ["issue_broker_credentials", "make_messages", "publish", "publish_jsonl"]
 
 
 def make_messages(rows: Iterable[dict[str, Any] | bytes], *, id_prefix: str | None = None,
@@ -77,3 +78,18 @@ def publish_jsonl(platform: Platform, tenant: str, path: Path, *, rate: float | 
         rows = list(lines)
     msgs = make_messages(rows, id_prefix=prefix, id_field=id_field, table=table)
     return asyncio.run(publish(platform, tenant, msgs, rate=rate))
+
+
+async def issue_broker_credentials(platform: Platform, tenant: str, *, rotate: bool = False
+                                   ) -> TenantCredentials:
+    """The tenant's own broker user and a secret shown once (created now, or rotated).
+
+    Raises ConfigError (unknown tenant, a broker without per-tenant users),
+    CredentialsIssued (the user exists and ``rotate`` is false), BrokerUnavailable.
+    """
+    platform.tenant(tenant)
+    broker = open_broker(platform.config.broker)
+    try:
+        return await broker.issue_credentials(tenant, rotate=rotate)
+    finally:
+        await broker.close()

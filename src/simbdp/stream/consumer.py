@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from simbdp.apps import AppContext, AppRunner
+from simbdp.apps.sandbox import sandbox_mode
 from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction, open_sink
 from simbdp.errors import AppFailed, DuplicateMessages, SchemaError, SinkUnavailable
 from simbdp.observe.logs import configure_logging, get_logger
@@ -83,7 +84,8 @@ class StreamInstance:
                                       "unavailable; the manager restarts this instance")
             if self.spec.entrypoint:
                 self._runner = stack.enter_context(
-                    AppRunner(self.config.apps_dir(self.tenant), self.spec, self.tenant))
+                    AppRunner(self.config.apps_dir(self.tenant), self.spec, self.tenant,
+                              self.config.apps))
             next_report = time.monotonic() + self.config.report_interval_secs
             # the next micro-batch is collected while the previous one is written; commits
             # (and so acks) stay in order, one batch at a time
@@ -321,6 +323,7 @@ class StreamInstance:
             "latency_mean_ms": statistics.fmean(lat) if lat else None,
             "latency_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
             "backlog": await self.broker.backlog(self.tenant),
+            "sandbox": sandbox_mode() if self._runner is not None else None,
         }
         await self.broker.publish_report(report)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
 import pytest
@@ -135,11 +136,9 @@ def test_rabbitmq_tenant_credentials_only_reach_their_own_queue(rabbitmq_url, un
     async def go() -> None:
         b = open_broker(BrokerSettings(kind="rabbitmq", url=rabbitmq_url), unique_prefix)
         await b.connect()
-        creds = await b.ensure_tenant("acme")
+        creds = await b.issue_credentials("acme")
         await b.ensure_tenant("beta")
-        vhost = rabbitmq_url.rsplit("/", 1)[1]
-        url = f"amqp://{creds.username}:{creds.password}@127.0.0.1:5672/{vhost}"
-        conn = await aio_pika.connect(url)
+        conn = await aio_pika.connect(creds.url)
         ch = await conn.channel(publisher_confirms=True)
         own = await ch.get_exchange(f"{unique_prefix}.acme.x", ensure=False)
         await own.publish(aio_pika.Message(b'{"a": 1}', message_id="x1"), routing_key="in")
@@ -154,14 +153,16 @@ def test_rabbitmq_tenant_credentials_only_reach_their_own_queue(rabbitmq_url, un
         await b.purge("acme")
         await b.purge("beta")
         await b.close()
-    run(go())
+    try:
+        run(go())
+    finally:  # users are node-wide
+        subprocess.run(["rabbitmqctl", "-q", "delete_user", f"{unique_prefix}-acme"],
+                       capture_output=True)
 
 
 @pytest.mark.rabbitmq
 @pytest.mark.slow
 def test_rabbitmq_restart_keeps_messages(rabbitmq_url, unique_prefix):
-    import subprocess
-
     async def go() -> None:
         b = open_broker(BrokerSettings(kind="rabbitmq", url=rabbitmq_url), unique_prefix)
         await b.connect()

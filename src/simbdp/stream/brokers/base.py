@@ -44,10 +44,17 @@ class Delivery:
 
 @dataclass(frozen=True)
 class TenantCredentials:
-    """Credentials a tenant publishes with (where the broker supports per-tenant users)."""
+    """A tenant's own broker user, handed to the tenant once: ``url`` carries the secret.
 
+    ``inbox_prefix``: NATS only, the reply-subject prefix the tenant's client must use
+    (nats-py ``connect(inbox_prefix=...)``); its user may subscribe to no other inbox.
+    """
+
+    tenant: str
     username: str
-    password: str
+    password: str = field(repr=False)
+    url: str = field(repr=False)
+    inbox_prefix: str | None = None
 
 
 class Broker(Protocol):
@@ -59,9 +66,18 @@ class Broker(Protocol):
 
     async def close(self) -> None: ...
 
-    async def ensure_tenant(self, tenant: str) -> TenantCredentials | None:
-        """Create the tenant's queue, dead-letter queue and (where supported) its own user
-        allowed on its own queues only. Idempotent."""
+    async def ensure_tenant(self, tenant: str) -> None:
+        """Create the tenant's queue and dead-letter queue. Idempotent; never touches the
+        tenant's broker user (simbdp itself publishes and consumes as the platform user)."""
+
+    async def issue_credentials(self, tenant: str, *, rotate: bool = False
+                                ) -> TenantCredentials:
+        """Create the tenant's own broker user (allowed on the tenant's queues only) with a
+        fresh secret, or with ``rotate`` give the existing user a fresh secret. The secret is
+        returned once and stored nowhere by simbdp.
+
+        Raises CredentialsIssued (the user exists and ``rotate`` is false), ConfigError (this
+        broker has no per-tenant users), BrokerUnavailable."""
 
     async def publish(self, tenant: str, messages: list[OutMessage]) -> None:
         """Publish durably; return once the broker confirmed every message.

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
-from simbdp.errors import BrokerUnavailable
+from simbdp.errors import BrokerUnavailable, ConfigError
 from simbdp.profiles.models import BrokerSettings
 from simbdp.stream.brokers.base import Delivery, OutMessage, TenantCredentials, register_broker
 
@@ -109,9 +109,13 @@ class EmbeddedBroker:
             self._db.close()
             self._db = None
 
-    async def ensure_tenant(self, tenant: str) -> TenantCredentials | None:
+    async def ensure_tenant(self, tenant: str) -> None:
         await self.connect()
-        return None
+
+    async def issue_credentials(self, tenant: str, *, rotate: bool = False
+                                ) -> TenantCredentials:
+        raise ConfigError(f"tenant {tenant!r}: the embedded broker has no broker users; the "
+                          "tenant publishes through simbdp (simbdp publish or the API)")
 
     async def publish(self, tenant: str, messages: list[OutMessage]) -> None:
         rows = [(tenant, m.id, m.body, m.published_at, json.dumps(m.headers)) for m in messages]

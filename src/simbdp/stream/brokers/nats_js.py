@@ -6,17 +6,24 @@ one durable pull consumer shared by the tenant's instances (explicit ack, ``ack_
 ``Nats-Msg-Id`` (server-side dedup window) and wait for the PubAck.
 
 An acknowledged publish survives a server crash only with ``sync_interval: always`` in the
-server's JetStream config (NATS 2.10+; the default syncs every two minutes). The server here
-runs without authentication, so there are no per-tenant users: a deployment isolates tenants
-with NATS accounts or users whose permissions allow ``<prefix>.<tenant>.>`` only.
+server's JetStream config (NATS 2.10+; the default syncs every two minutes).
+
+simbdp connects as the platform user of the broker URL. With ``broker.nats_auth_file`` set,
+``issue_credentials`` gives a tenant its own user, allowed on ``<prefix>.<tenant>.>`` and its
+own stream only (see ``nats_auth.py``); unset, the server runs without per-tenant users and
+anyone who can reach it may publish to any tenant's subject.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import secrets
+import time
 from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
 
 import nats
 from nats.errors import Error as NatsError
@@ -24,13 +31,19 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType
 from nats.js.errors import NotFoundError
 
-from simbdp.errors import BrokerUnavailable
+from simbdp.errors import BrokerUnavailable, ConfigError, CredentialsIssued
+from simbdp.observe.logs import get_logger
 from simbdp.profiles.models import BrokerSettings
 from simbdp.stream.brokers.base import Delivery, OutMessage, TenantCredentials, register_broker
+from simbdp.stream.brokers.nats_auth import NatsUsers, tenant_permissions
 
 __all__ = ["NatsBroker"]
 
 _ERRORS = (NatsError, OSError, asyncio.TimeoutError)
+
+
+async def _quiet(_: Exception) -> None:
+    """nats-py prints connection errors by default; callers handle the exception."""
 
 
 @register_broker
@@ -38,12 +51,14 @@ class NatsBroker:
     """JetStream streams per tenant, durable pull consumers."""
 
     kind: ClassVar[str] = "nats"
+    _said_no_users: ClassVar[bool] = False
 
     def __init__(self, settings: BrokerSettings, prefix: str = "simbdp"):
         if settings.url is None:
             raise ValueError("a nats broker needs a url")
         self.url, self.prefix = settings.url.get_secret_value(), prefix
         self.ack_wait = settings.lease_secs
+        self.settings = settings
         self._nc: Any = None
         self._js: Any = None
         self._subs: dict[str, Any] = {}
@@ -55,6 +70,12 @@ class NatsBroker:
     async def connect(self) -> None:
         if self._nc is not None:
             return
+        if self.settings.nats_auth_file is None and not NatsBroker._said_no_users:
+            NatsBroker._said_no_users = True
+            get_logger("simbdp.stream").info(
+                "nats_without_tenant_users", reason="broker.nats_auth_file is not set: NATS "
+                "runs without per-tenant users; any client that reaches it may publish to "
+                "every tenant's subjects")
         try:
             self._nc = await nats.connect(self.url, connect_timeout=5, max_reconnect_attempts=3)
         except _ERRORS as e:
@@ -85,9 +106,60 @@ class NatsBroker:
         await self._add(f"{s}_DLQ", f"{self.prefix}.{tenant}.dlq", RetentionPolicy.LIMITS)
         self._declared.add(tenant)
 
-    async def ensure_tenant(self, tenant: str) -> TenantCredentials | None:
+    async def ensure_tenant(self, tenant: str) -> None:
         await self._declare(tenant)
-        return None
+
+    async def issue_credentials(self, tenant: str, *, rotate: bool = False
+                                ) -> TenantCredentials:
+        if self.settings.nats_auth_file is None:
+            raise ConfigError(f"tenant {tenant!r}: NATS runs without per-tenant users; set "
+                              "broker.nats_auth_file (and nats_pid_file) in platform.yaml and "
+                              "include that file in the nats-server config")
+        users = NatsUsers(self.settings.nats_auth_file, self.settings.nats_pid_file, self.url)
+        user, secret = f"{self.prefix}-{tenant}", secrets.token_urlsafe(24)
+        if user in users.users() and not rotate:
+            raise CredentialsIssued(tenant, user)
+        if not users.path.exists():
+            await asyncio.to_thread(users.write)  # the platform user, for a server to start
+        try:
+            await self._declare(tenant)  # as the platform user, before the tenant's user
+        except BrokerUnavailable as e:
+            raise BrokerUnavailable(
+                f"tenant {tenant!r}: {e}; the users file {users.path} has the platform user: "
+                "start nats-server with it included, then ask again") from e
+        reloaded = await asyncio.to_thread(
+            users.set_user, user, secret,
+            tenant_permissions(self.prefix, tenant, self._stream(tenant)))
+        parts = urlsplit(self.url)
+        url = (f"{parts.scheme}://{quote(user, safe='')}:{quote(secret, safe='')}@"
+               f"{parts.hostname}:{parts.port or 4222}")
+        creds = TenantCredentials(tenant=tenant, username=user, password=secret, url=url,
+                                  inbox_prefix=f"_INBOX_{tenant}")
+        if reloaded:
+            await self._wait_usable(creds)
+        else:
+            get_logger("simbdp.stream", tenant=tenant).warning(
+                "nats_users_not_reloaded", file=str(users.path),
+                reason="no running nats-server found through broker.nats_pid_file: the "
+                       "new user works once the server is reloaded or started")
+        return creds
+
+    async def _wait_usable(self, creds: TenantCredentials, secs: float = 10.0) -> None:
+        """The reload is asynchronous: return once the new secret is accepted."""
+        deadline = time.monotonic() + secs
+        while True:
+            try:
+                nc = await nats.connect(creds.url, connect_timeout=2, allow_reconnect=False,
+                                        max_reconnect_attempts=0, error_cb=_quiet)
+                await nc.close()
+                return
+            except _ERRORS as e:
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailable(
+                        f"tenant {creds.tenant!r}: NATS does not accept user "
+                        f"{creds.username!r} {secs:.0f}s after the reload of "
+                        f"{self.settings.nats_auth_file}: {e}") from e
+                await asyncio.sleep(0.2)
 
     async def _publish(self, subject: str, m: OutMessage, extra: dict[str, str]) -> None:
         headers = {**m.headers, **extra, "Nats-Msg-Id": m.id,
@@ -121,9 +193,11 @@ class NatsBroker:
         out = []
         for m in msgs:
             headers = dict(m.headers or {})
-            mid = headers.pop("Nats-Msg-Id", "")
+            # a tenant's own client may send neither: the content hash, the receipt time
+            mid = headers.pop("Nats-Msg-Id", "") or \
+                "sha256:" + hashlib.sha256(m.data).hexdigest()
             out.append(Delivery(id=mid, body=m.data,
-                                published_at=float(headers.pop("x-published-at", "0")),
+                                published_at=float(headers.pop("x-published-at", time.time())),
                                 redelivered=m.metadata.num_delivered > 1, headers=headers,
                                 token=m))
         return out

@@ -1,29 +1,36 @@
 """RabbitMQ as the messagingsystem (aio-pika).
 
-Per tenant: a direct exchange ``<prefix>.<tenant>.x`` bound to a durable quorum queue
-``<prefix>.<tenant>.in`` (dead-lettering to the quorum queue ``<prefix>.<tenant>.dlq``), and a
-RabbitMQ user ``<prefix>-<tenant>`` allowed to configure, write and read only resources named
-``<prefix>.<tenant>.*``: it cannot publish to another tenant's exchange nor read its queue.
-Publishes wait for publisher confirms (the message is on the quorum queue's disks).
-Users are created with ``rabbitmqctl`` on the broker's host; a remote deployment would use the
-management HTTP API instead.
+Per tenant: a direct exchange ``<prefix>.<tenant>.x`` (routing key ``in``) bound to a durable
+quorum queue ``<prefix>.<tenant>.in`` (dead-lettering to the quorum queue
+``<prefix>.<tenant>.dlq``). Publishes wait for publisher confirms (the message is on the
+quorum queue's disks). simbdp itself publishes and consumes as the platform user of the
+broker URL in platform.yaml.
+
+A tenant's own user ``<prefix>-<tenant>`` (users are node-wide, permissions per vhost) is made
+by ``issue_credentials`` only, allowed to configure, write and read resources named
+``<prefix>.<tenant>.*`` in the platform's vhost: it cannot publish to another tenant's
+exchange nor to ``amq.default``, nor read another queue. Its secret is returned once and never
+reset implicitly; RabbitMQ keeps only its hash. Users are managed with ``rabbitmqctl`` on the
+broker's host; a remote deployment would use the management HTTP API instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import secrets
 import subprocess
 import time
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from simbdp.errors import AuthError, BrokerUnavailable
+from simbdp.errors import AuthError, BrokerUnavailable, CredentialsIssued
 from simbdp.profiles.models import BrokerSettings
 from simbdp.stream.brokers.base import Delivery, OutMessage, TenantCredentials, register_broker
 
@@ -39,6 +46,32 @@ def _wrap(e: BaseException, what: str) -> Exception:
     if isinstance(e, refused):
         return AuthError(f"RabbitMQ refused {what}: {e}")
     return BrokerUnavailable(f"RabbitMQ {what} failed: {e}")
+
+
+def _content_id(body: bytes) -> str:
+    """The id of a message published without ``message_id`` (a tenant's own client): its
+    content hash, so a redelivery is recognised; identical bodies then load once."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _published_at(msg: AbstractIncomingMessage, headers: dict[str, str]) -> float:
+    """simbdp's own header, else the AMQP timestamp a tenant's client may set, else now."""
+    if "x-published-at" in headers:
+        return float(headers.pop("x-published-at"))
+    return msg.timestamp.timestamp() if msg.timestamp else time.time()
+
+
+def _ctl(*args: str, tenant: str, ok_codes: tuple[int, ...] = (0,)
+         ) -> subprocess.CompletedProcess[str]:
+    try:
+        done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BrokerUnavailable(f"tenant {tenant!r}: rabbitmqctl {args[0]} failed: {e}") from e
+    if done.returncode not in ok_codes:
+        raise BrokerUnavailable(f"tenant {tenant!r}: rabbitmqctl {args[0]} failed "
+                                f"({done.returncode}): {done.stderr.strip() or done.stdout}")
+    return done
 
 
 @register_broker
@@ -103,23 +136,44 @@ class RabbitMQBroker:
             raise _wrap(e, f"declaring the queues of tenant {tenant!r}") from e
         self._declared.add(tenant)
 
-    async def ensure_tenant(self, tenant: str) -> TenantCredentials | None:
+    async def ensure_tenant(self, tenant: str) -> None:
         await self.connect()
         await self._declare(tenant)
-        return await asyncio.to_thread(self._ensure_user, tenant)
 
-    def _ensure_user(self, tenant: str) -> TenantCredentials:
-        user, password = f"{self.prefix}-{tenant}", secrets.token_hex(16)
-        vhost = unquote(urlsplit(self.url).path.lstrip("/")) or "/"
-        add = subprocess.run(["rabbitmqctl", "-q", "add_user", user, password],
-                             capture_output=True, text=True)
-        if add.returncode != 0:
-            subprocess.run(["rabbitmqctl", "-q", "change_password", user, password],
-                           capture_output=True, check=True)
+    async def issue_credentials(self, tenant: str, *, rotate: bool = False
+                                ) -> TenantCredentials:
+        await self.ensure_tenant(tenant)  # so the tenant can publish at once
+        return await asyncio.to_thread(self._issue, tenant, rotate)
+
+    def _issue(self, tenant: str, rotate: bool) -> TenantCredentials:
+        user, secret = f"{self.prefix}-{tenant}", secrets.token_urlsafe(24)
+        parts = urlsplit(self.url)
+        vhost = unquote(parts.path.lstrip("/")) or "/"
+        added = _ctl("add_user", user, secret, tenant=tenant, ok_codes=(0, 70))
+        if added.returncode == 70:  # EX_SOFTWARE: the user exists already
+            if not rotate:
+                raise CredentialsIssued(tenant, user)
+            _ctl("change_password", user, secret, tenant=tenant)
+            self._close_connections(user, tenant)
         own = "^" + f"{self.prefix}.{tenant}.".replace(".", "\\.") + ".*$"
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, user, own, own,
-                        own], capture_output=True, check=True)
-        return TenantCredentials(username=user, password=password)
+        _ctl("set_permissions", "-p", vhost, user, own, own, own, tenant=tenant)
+        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+        url = (f"{parts.scheme}://{quote(user, safe='')}:{quote(secret, safe='')}@"
+               f"{parts.hostname}:{port}/{quote(vhost, safe='')}")
+        return TenantCredentials(tenant=tenant, username=user, password=secret, url=url)
+
+    @staticmethod
+    def _close_connections(user: str, tenant: str) -> None:
+        """Connections opened with the old secret stay open after change_password: close
+        them, so the rotation takes effect at once."""
+        # tab-separated: the json formatter prints pids as #PID<...>, which close_connection
+        # does not take
+        out = _ctl("list_connections", "user", "pid", "--no-table-headers", tenant=tenant)
+        for line in out.stdout.splitlines():
+            who, _, pid = line.partition("\t")
+            if who == user and pid:
+                _ctl("close_connection", pid.strip(), "broker credentials rotated",
+                     tenant=tenant, ok_codes=(0, 1, 69))  # it may be gone already
 
     async def publish(self, tenant: str, messages: list[OutMessage]) -> None:
         await self.connect()
@@ -165,8 +219,8 @@ class RabbitMQBroker:
             except (TimeoutError, asyncio.QueueEmpty):
                 break
             headers = {k: str(v) for k, v in (msg.headers or {}).items()}
-            out.append(Delivery(id=msg.message_id or "", body=msg.body,
-                                published_at=float(headers.pop("x-published-at", "0")),
+            out.append(Delivery(id=msg.message_id or _content_id(msg.body), body=msg.body,
+                                published_at=_published_at(msg, headers),
                                 redelivered=bool(msg.redelivered), headers=headers, token=msg))
         return out
 
@@ -215,7 +269,7 @@ class RabbitMQBroker:
                 if msg is None:
                     break
                 headers = {k: str(v) for k, v in (msg.headers or {}).items()}
-                out.append(Delivery(id=msg.message_id or "", body=msg.body,
+                out.append(Delivery(id=msg.message_id or _content_id(msg.body), body=msg.body,
                                     published_at=float(headers.pop("x-published-at", "0")),
                                     redelivered=False, headers=headers))
         finally:
@@ -234,8 +288,6 @@ class RabbitMQBroker:
         return int(ok.message_count or 0)
 
     async def publish_report(self, report: dict[str, Any]) -> None:
-        import json
-
         await self.connect()
         name = f"{self.prefix}.reports"
         await self.channel.declare_queue(name, durable=True)
@@ -244,8 +296,6 @@ class RabbitMQBroker:
                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=name)
 
     async def fetch_reports(self, max_reports: int, timeout_secs: float) -> list[dict[str, Any]]:
-        import json
-
         await self.connect()
         q = await self.channel.declare_queue(f"{self.prefix}.reports", durable=True)
         out: list[dict[str, Any]] = []
