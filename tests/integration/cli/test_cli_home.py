@@ -11,6 +11,8 @@ from pathlib import Path
 import yaml
 
 from simbdp.datagen import write_reddit_csv
+from simbdp.profiles import load_platform
+from simbdp.state import StateStore
 from simbdp.testing import REDDIT_TABLE, tenant_profile
 
 SIMBDP = Path(sys.executable).with_name("simbdp")
@@ -25,7 +27,8 @@ def simbdp(*args: str, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
 def test_ingest_leaves_only_private_folders_and_files(tmp_path):
     home = tmp_path / "home"
     profile = tmp_path / "acme.yaml"
-    profile.write_text(yaml.safe_dump(tenant_profile("acme", table=REDDIT_TABLE)))
+    app = {"name": "ident", "entrypoint": "ident:run", "tables": ["comments"]}
+    profile.write_text(yaml.safe_dump(tenant_profile("acme", table=REDDIT_TABLE, apps=[app])))
     apps = tmp_path / "apps"
     apps.mkdir()
     (apps / "ident.py").write_text("def run(data, ctx):\n    return data\n")
@@ -35,7 +38,7 @@ def test_ingest_leaves_only_private_folders_and_files(tmp_path):
     data = tmp_path / "comments.csv"
     write_reddit_csv(data, 500)
     done = simbdp("ingest", "--tenant", "acme", "--home", str(home), str(data))
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr  # the app reads its 0600 copy
     seen = set()
     for dirpath, dirnames, filenames in os.walk(home):
         for name in [*dirnames, *filenames, ""]:
@@ -49,3 +52,7 @@ def test_ingest_leaves_only_private_folders_and_files(tmp_path):
                      "data/acme/processed/comments.csv"):
         assert expected in seen, sorted(seen)
     assert "home_permissions_too_wide" not in (home / "logs" / "simbdp.jsonl").read_text()
+    store = StateStore.open(load_platform(home).config)  # after the walk: it makes a -wal
+    [rec] = store.records("acme")
+    assert (rec["outcome"], rec["app"], rec["rows_loaded"]) == ("processed", "ident", 500)
+    store.close()
