@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 from rich.progress import Progress
 
-from simbdp.batch.staging import ignored
+from simbdp.batch.staging import check_name
+from simbdp.errors import Rejected
 from simbdp.formats import detect_format
 
 __all__ = ["PushResult", "push"]
@@ -40,7 +41,12 @@ def _plan(folder: Path, profile: dict[str, Any]) -> tuple[list[Path], list[PushR
     limits = profile["batch"]
     ok, skipped = [], []
     for p in sorted(folder.iterdir()):
-        if not p.is_file() or ignored(p.name):
+        if not p.is_file():
+            continue
+        try:  # the server's name rules: what it would refuse is not sent
+            check_name(profile["tenant_id"], p.name)
+        except Rejected as e:
+            skipped.append(PushResult(p.name, "skipped", str(e)))
             continue
         detected = detect_format(p.name)
         if detected is None or detected[0] not in limits["file_types"]:

@@ -45,13 +45,22 @@ def prepare_tenant_dirs(config: PlatformConfig, tenant: str) -> Path:
     return staging
 
 
+_TEMP_SUFFIXES = (".part", ".tmp", "~", ".crdownload")
+
+
 def ignored(name: str) -> bool:
-    """Files still being written by convention: ``*.part``, ``*.tmp``, dot files, ``~`` files."""
-    return name.startswith(".") or name.endswith((".part", ".tmp", "~", ".crdownload"))
+    """Names staging never takes: files still being written by convention (``*.part``,
+    ``*.tmp``, ``~``, ``.crdownload``) and dot files. ``check_name`` refuses them too, so the
+    API and the push client never accept what the watcher would leave lying."""
+    return name.startswith(".") or name.endswith(_TEMP_SUFFIXES)
 
 
 def check_name(tenant: str, name: str) -> None:
-    """Refuse names that could escape a folder or confuse tools downstream."""
+    """Refuse names that could escape a folder, confuse tools downstream or that staging
+    ignores; the one set of name rules of uploads, the push client and the watcher.
+
+    Raises Rejected (code ``bad_name``) naming the tenant, the file and why.
+    """
     if not name or name in (".", ".."):
         raise Rejected(f"tenant {tenant!r}: empty or special file name {name!r}", "bad_name")
     if ".." in name:
@@ -65,6 +74,14 @@ def check_name(tenant: str, name: str) -> None:
     if len(name.encode("utf-8", "surrogateescape")) > _MAX_NAME:
         raise Rejected(f"tenant {tenant!r}: file name is longer than {_MAX_NAME} bytes",
                        "bad_name")
+    if name.startswith("."):
+        raise Rejected(f"tenant {tenant!r}: file name {name!r} starts with a dot; staging "
+                       "ignores dot files, so it would never be ingested", "bad_name")
+    if name.endswith(_TEMP_SUFFIXES):
+        raise Rejected(f"tenant {tenant!r}: file name {name!r} ends with "
+                       f"{next(s for s in _TEMP_SUFFIXES if name.endswith(s))!r}, the mark of "
+                       "a file still being written; staging ignores it, so it would never be "
+                       "ingested", "bad_name")
 
 
 def inflight_dir(config: PlatformConfig, tenant: str) -> Path:

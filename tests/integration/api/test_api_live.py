@@ -71,11 +71,14 @@ def test_push_over_tls_uploads_allowed_files_and_resumes(live, tmp_path):
     (folder / "b.csv").write_bytes(_csv(300, 2))
     (folder / "notes.xml").write_bytes(b"<x/>")
     (folder / "huge.csv").write_bytes(b"x" * 200_000)
+    (folder / ".hidden.csv").write_bytes(_csv(10, 3))
     results = {r.file: r for r in push(url, api.keys["acme"], "acme", folder, verify=ca,
                                        progress=False)}
     assert results["a.csv"].status == results["b.csv"].status == "sent"
     assert results["notes.xml"].status == "skipped" and "type" in results["notes.xml"].reason
     assert results["huge.csv"].status == "skipped" and "limit" in results["huge.csv"].reason
+    hidden = results[".hidden.csv"]
+    assert hidden.status == "skipped" and "starts with a dot" in hidden.reason
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(api.store.records("acme", outcome="processed")) < 2:
         time.sleep(0.2)

@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from simbdp.state import today
 from simbdp.state.keys import revoke_key
 
 TENANT_B_RESOURCES = [
@@ -61,6 +62,18 @@ def test_bad_upload_names(api, name):
                        headers=api.h("acme"))
     assert r.status_code in (400, 404), r.text
     assert api.staged() == []
+
+
+@pytest.mark.parametrize("name", [".hidden.csv", "c.csv.part", "c.csv.tmp", "c.csv~"])
+def test_names_staging_ignores_are_refused_with_a_reason(api, name):
+    r = api.client.put(f"/v1/tenants/acme/files/{name}", content=b"a\n1\n",
+                       headers=api.h("acme"))
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "bad_name" and name in err["message"]
+    assert "never be ingested" in err["message"]
+    assert api.staged() == []
+    assert api.store.usage("acme", today())["files"] == 0
 
 
 def test_body_over_limit_is_413_and_nothing_kept(api):

@@ -27,7 +27,8 @@ def test_fair_queue_per_tenant_limit():
     assert q.pop() == ("a", 2)
 
 
-@pytest.mark.parametrize("name", ["..", "a..b.csv", "x\x01.csv", "new\nline.csv", "a" * 300])
+@pytest.mark.parametrize("name", ["..", "a..b.csv", "x\x01.csv", "new\nline.csv", "a" * 300,
+                                  ".hidden.csv", "x.csv.part", "x.csv~"])
 def test_bad_names(name):
     with pytest.raises(Rejected) as e:
         check_name("acme", name)
@@ -61,6 +62,9 @@ def test_only_regular_single_link_files_pass(tmp_path, make, words):
 
 def test_ignored_and_stability(tmp_path):
     assert ignored("x.csv.part") and ignored(".hidden.csv") and not ignored("x.csv")
+    for name in ("x.csv.part", ".hidden.csv", "x.tmp", "x~", "x.crdownload"):
+        with pytest.raises(Rejected):  # what staging ignores, uploads refuse
+            check_name("acme", name)
     f = tmp_path / "x.csv"
     f.write_text("a\n")
     tr = FileTracker(stable_secs=1.0)
