@@ -28,6 +28,7 @@ from simbdp.errors import (
     Rejected,
     SimbdpError,
     TerminalError,
+    TransientError,
 )
 from simbdp.formats import ReadOptions, detect_format, read_batches
 from simbdp.profiles.models import AppSpec, PlatformConfig, TableSpec, TenantProfile
@@ -49,13 +50,16 @@ class FileJob:
     nbytes: int
     attempt: int = 1
     quota_day: str = ""
+    #: tries so far that met an unavailable sink, and when the first of them ended
+    waits: int = 0
+    waiting_since: float | None = None
 
 
 @dataclass
 class JobResult:
     """What a worker reports back to the manager."""
 
-    outcome: str  # processed | duplicate | failed | retry
+    outcome: str  # processed | duplicate | rejected | failed | waiting (sink) | retry (died)
     reason: str | None = None
     code: str | None = None
     content_key: str | None = None
@@ -68,6 +72,8 @@ class JobResult:
     rejected_rows_file: str | None = None
     #: on a ledger hit: the ingestion id that committed the same content
     ledger_ingestion_id: str | None = None
+    #: on a ledger hit: the rows that ingestion committed
+    ledger_rows: int | None = None
     rule_failures: dict[str, int] = field(default_factory=dict)
     #: how the app ran: ``bwrap`` (confined) or ``unconfined``; None without an app
     sandbox: str | None = None
@@ -135,8 +141,10 @@ def run_file_job(config: PlatformConfig, profile: TenantProfile, job: FileJob) -
         result.outcome, result.reason, result.code = "rejected", str(e), e.code
     except TerminalError as e:
         result.outcome, result.reason, result.code = "failed", str(e), e.code
-    except SimbdpError as e:  # transient: sink or lock unavailable
-        result.outcome, result.reason, result.code = "retry", str(e), e.code
+    except TransientError as e:  # sink or lock unavailable: the file waits, then tries again
+        result.outcome, result.reason, result.code = "waiting", str(e), e.code
+    except SimbdpError as e:
+        result.outcome, result.reason, result.code = "failed", str(e), e.code
     return result
 
 
@@ -170,7 +178,7 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
             if hit is None:
                 sinks[sink_name] = sink
             else:
-                result.ledger_ingestion_id = hit.ingestion_id
+                result.ledger_ingestion_id, result.ledger_rows = hit.ingestion_id, hit.rows
         if not sinks:
             raise DuplicateIngestion(
                 f"tenant {tenant!r}: {name!r} has the same content as {hit.source!r}, "

@@ -7,15 +7,22 @@ then checked there through an open descriptor and read there by the worker, so w
 is what was checked. A worker runs one file in its own process; if it dies (crash, SIGKILL),
 its transaction never committed, the file is still in ``inflight/`` and is retried, up to
 ``job_attempts`` times; after a restart, ``recover`` hands such files to the next scan.
+A file whose sink is unavailable (``TransientError``) waits, its record ``waiting`` with the
+reason, and tries again with capped back-off for up to ``sink_outage_max_secs``; only
+terminal errors fail a file. A worker still on its file after ``batch.max_file_secs`` is
+killed and the file failed. Its one message back is bounded and read while it runs.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
+import random
+import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -40,12 +47,15 @@ from simbdp.formats import detect_format
 from simbdp.observe.logs import get_logger
 from simbdp.profiles.loader import Platform
 from simbdp.profiles.models import TenantProfile
-from simbdp.state import StateStore, today
+from simbdp.state import StateStore, short_reason, today
 
 __all__ = ["BatchIngestManager", "Submission"]
 
 _RETRY_BASE_SECS = 0.5
 WATCH_DELAY_SECS = 0.75
+#: the most a worker may send back; a longer reason is cut to fit, in the worker
+_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_MAX_FULL_REASON = 1_000_000
 
 
 @dataclass
@@ -64,6 +74,9 @@ class _Running:
     process: Any
     conn: Connection
     started: float
+    deadline: float
+    result: JobResult | None = None
+    heard: bool = False  # the pipe said its one thing (a result, EOF or a bad message)
 
 
 def _worker(config: Any, profile: TenantProfile, job: FileJob, conn: Connection) -> None:
@@ -72,8 +85,20 @@ def _worker(config: Any, profile: TenantProfile, job: FileJob, conn: Connection)
     except Exception as e:  # a bug in the platform: fail this file, keep the manager up
         result = JobResult(outcome="failed", reason=f"internal error: {type(e).__name__}: {e}",
                            code="internal")
-    conn.send(result)
+    conn.send_bytes(_encode(result))
     conn.close()
+
+
+def _encode(result: JobResult) -> bytes:
+    """The result pickled, under ``_MAX_MESSAGE_BYTES`` (a huge reason is cut to fit)."""
+    if result.reason is not None and len(result.reason) > _MAX_FULL_REASON:
+        result.reason = short_reason(result.reason, _MAX_FULL_REASON)
+    data = pickle.dumps(result)
+    if len(data) > _MAX_MESSAGE_BYTES:
+        result.reason = short_reason(result.reason, 100_000)
+        result.rule_failures = dict(list(result.rule_failures.items())[:1000])
+        data = pickle.dumps(result)
+    return data
 
 
 def _noop() -> None:
@@ -267,34 +292,78 @@ class BatchIngestManager:
             if item is None:
                 return
             tenant, job = item
+            profile = self.platform.tenants[tenant]
+            if job.waits:
+                self.store.mark_record(job.record_id, "running")
             recv, send = self._ctx.Pipe(duplex=False)
-            proc = self._ctx.Process(
-                target=_worker, args=(self.config, self.platform.tenants[tenant], job, send),
-                name=f"simbdp-job-{tenant}", daemon=True)
+            proc = self._ctx.Process(target=_worker, args=(self.config, profile, job, send),
+                                     name=f"simbdp-job-{tenant}", daemon=True)
             proc.start()
             send.close()
-            self._running[proc.sentinel] = _Running(job, proc, recv, time.monotonic())
+            started = time.monotonic()
+            self._running[proc.sentinel] = _Running(job, proc, recv, started,
+                                                    started + profile.batch.max_file_secs)
             self.log.info("started", tenant=tenant, file=job.path.name, record=job.record_id,
                           attempt=job.attempt, pid=proc.pid)
 
     def wait(self, timeout: float) -> int:
-        """Wait up to ``timeout`` for running jobs; finalize those that ended. Returns count."""
+        """Wait up to ``timeout`` for running jobs, reading their results as they come;
+        finalize those that ended, kill those past their deadline. Returns how many ended."""
         if not self._running:
             if timeout > 0:
                 time.sleep(timeout)
             return 0
-        ended = wait(list(self._running), timeout)
+        now = time.monotonic()
+        timeout = max(0.0, min(timeout, min(r.deadline for r in self._running.values()) - now))
+        pipes = {r.conn: r for r in self._running.values() if not r.heard}
+        ready = wait([*self._running, *pipes], timeout)
+        for obj in ready:
+            if obj in pipes:
+                self._hear(pipes[obj])  # type: ignore[index]
+        ended = [s for s in ready if s in self._running]
         for sentinel in ended:
             self._collect(self._running.pop(sentinel))  # type: ignore[arg-type]
+        now = time.monotonic()
+        for sentinel, run in list(self._running.items()):
+            if now >= run.deadline:
+                del self._running[sentinel]
+                self._overdue(run)
+                ended.append(sentinel)
         return len(ended)
 
-    def _collect(self, run: _Running) -> None:
-        result: JobResult | None = None
+    def _hear(self, run: _Running) -> None:
+        """Read the worker's one message (bounded) while it runs, so it never blocks on a
+        full pipe."""
+        run.heard = True
         try:
+            run.result = pickle.loads(run.conn.recv_bytes(_MAX_MESSAGE_BYTES))
+        except (EOFError, OSError, pickle.UnpicklingError) as e:
+            if not isinstance(e, EOFError):
+                run.result = JobResult(outcome="failed", code="internal", reason=(
+                    f"tenant {run.job.tenant!r}: {run.job.path.name!r}: the worker's answer "
+                    f"could not be read: {e}"))
+
+    def _overdue(self, run: _Running) -> None:
+        job = run.job
+        limit = self.platform.tenants[job.tenant].batch.max_file_secs
+        self._kill(run)
+        if run.result is None:  # an answer that came in time counts
+            run.result = JobResult(outcome="failed", code="deadline", reason=(
+                f"tenant {job.tenant!r}: {job.path.name!r}: the worker ran past the deadline "
+                f"of {limit:g} s per file (batch.max_file_secs) and was killed"))
+        self._collect(run)
+
+    def _kill(self, run: _Running) -> None:
+        if run.process.is_alive():
+            os.kill(run.process.pid, signal.SIGKILL)
+        run.process.join(timeout=10)
+
+    def _collect(self, run: _Running) -> None:
+        if not run.heard:
             if run.conn.poll():
-                result = run.conn.recv()
-        except (EOFError, OSError):
-            result = None
+                self._hear(run)
+            run.heard = True
+        result = run.result
         run.process.join(timeout=5)
         run.conn.close()
         self.queue.done(run.job.tenant)
@@ -307,24 +376,33 @@ class BatchIngestManager:
 
     def _finalize(self, job: FileJob, result: JobResult) -> None:
         tenant, path = job.tenant, job.path
-        stats = {k: getattr(result, k) for k in ("rows_in", "rows_loaded", "rows_rejected",
-                                                 "read_secs", "app_secs", "write_secs")}
         outcome = result.outcome
+        if result.reason and not result.reason.startswith(f"tenant {tenant!r}"):
+            result.reason = f"tenant {tenant!r}: {result.reason}"  # records name the tenant
         if outcome == "duplicate" and self._is_own_commit(job, result):
             outcome = "processed"
             result.reason = (f"committed by attempt {result.ledger_ingestion_id} before an "
                              "interruption; finished now")
+            # the committed rows are the ledger's; what this attempt read loaded nothing
+            result.rows_loaded = result.ledger_rows or 0
+        stats = {k: getattr(result, k) for k in ("rows_in", "rows_loaded", "rows_rejected",
+                                                 "read_secs", "app_secs", "write_secs")}
+        if outcome == "waiting":
+            if self._wait_out(job, result):
+                return
+            outcome = "failed"
         if outcome == "retry":
             if job.attempt < self.config.job_attempts:
                 self.store.finish_record(job.record_id, "interrupted", reason=result.reason,
                                          **stats)
                 rid = self.store.start_record(tenant, "batch", path.name, bytes=job.nbytes,
                                               attempt=job.attempt + 1, quota_day=job.quota_day)
-                nxt = FileJob(rid, tenant, path, job.nbytes, job.attempt + 1, job.quota_day)
+                nxt = replace(job, record_id=rid, attempt=job.attempt + 1)
                 delay = _RETRY_BASE_SECS * 2 ** (job.attempt - 1)
                 self._retries.append((time.monotonic() + delay, nxt))
-                self.log.warning("retry", tenant=tenant, file=path.name, reason=result.reason,
-                                 attempt=job.attempt, next_in_secs=delay)
+                self.log.warning("retry", tenant=tenant, file=path.name,
+                                 reason=short_reason(result.reason), attempt=job.attempt,
+                                 next_in_secs=delay)
                 return
             outcome = "failed"
             result.reason = f"gave up after {job.attempt} attempts: {result.reason}"
@@ -332,6 +410,10 @@ class BatchIngestManager:
                   "failed": "failed"}[outcome]
         if outcome in ("duplicate", "rejected"):
             self.store.release_files(tenant, job.quota_day, 1, job.nbytes)
+        decompressed: int | None = getattr(result, "decompressed_bytes", None)
+        if decompressed is not None and decompressed > job.nbytes and outcome != "duplicate":
+            # the daily byte quota counts what was really read, not the compressed size
+            self.store.add_bytes(tenant, job.quota_day or today(), decompressed - job.nbytes)
         details = {"reason": result.reason, "code": result.code, "record": job.record_id,
                    "content_key": result.content_key, **stats,
                    "rejected_rows_file": result.rejected_rows_file,
@@ -340,16 +422,43 @@ class BatchIngestManager:
         self._taken.discard(path)
         self.store.finish_record(job.record_id, outcome, reason=result.reason,
                                  content_key=result.content_key, sandbox=result.sandbox,
-                                 **stats)
+                                 decompressed_bytes=decompressed, **stats)
         log = self.log.info if outcome == "processed" else self.log.warning
-        log(outcome, tenant=tenant, file=path.name, record=job.record_id, reason=result.reason,
-            **stats)
+        log(outcome, tenant=tenant, file=path.name, record=job.record_id,
+            reason=short_reason(result.reason), **stats)
+
+    def _wait_out(self, job: FileJob, result: JobResult) -> bool:
+        """A sink was unavailable: put the file back after a capped, jittered back-off and
+        mark its record ``waiting``; False once it has waited ``sink_outage_max_secs``."""
+        now = time.time()
+        since = job.waiting_since if job.waiting_since is not None else now
+        waited = now - since
+        if waited >= self.config.sink_outage_max_secs:
+            result.reason = (f"tenant {job.tenant!r}: {job.path.name!r}: the sink stayed "
+                             f"unavailable for {waited:.0f} s (sink_outage_max_secs "
+                             f"{self.config.sink_outage_max_secs:g}): {result.reason}")
+            return False
+        cap = self.config.sink_retry_max_secs
+        delay = min(cap, _RETRY_BASE_SECS * 2 ** min(job.waits, 30))
+        delay *= random.uniform(0.75, 1.0)  # jitter: files do not all come back at once
+        reason = (f"waiting for the sink since {waited:.0f} s, next try in {delay:.1f} s: "
+                  f"{result.reason}")
+        self.store.mark_record(job.record_id, "waiting", reason)
+        self._retries.append((time.monotonic() + delay,
+                              replace(job, waits=job.waits + 1, waiting_since=since)))
+        log = self.log.warning if job.waits == 0 else self.log.info
+        log("waiting", tenant=job.tenant, file=job.path.name, record=job.record_id,
+            reason=short_reason(result.reason), waited_secs=round(waited, 1),
+            next_in_secs=round(delay, 2))
+        return True
 
     def _is_own_commit(self, job: FileJob, result: JobResult) -> bool:
-        """A ledger hit from an earlier attempt at this very file that was interrupted after
-        its commit (not a second drop of the same content)."""
+        """A ledger hit from this very file: an earlier attempt interrupted after its commit,
+        or this attempt's own commit whose answer was lost (the sink went away meanwhile)."""
         if result.ledger_ingestion_id is None:
             return False
+        if result.ledger_ingestion_id == job.record_id:
+            return True
         prior = self.store.record(result.ledger_ingestion_id)
         return (prior is not None and prior["tenant"] == job.tenant
                 and prior["source"] == job.path.name and prior["outcome"] == "interrupted")
@@ -404,15 +513,29 @@ class BatchIngestManager:
             self._drain_on_stop()
 
     def _drain_on_stop(self) -> None:
-        while self._running:
-            self.wait(0.5)
-        # files queued but not started: their attempt is interrupted, quota released; they
-        # stay in inflight/ and the next start's recover() hands them to its first scan
-        for tenant, job in self._queued_jobs():
-            self.store.finish_record(job.record_id, "interrupted",
-                                     reason="the manager stopped before this file started")
-            self.store.release_files(tenant, job.quota_day, 1, job.nbytes)
-            self._taken.discard(job.path)
+        """Let running files finish for ``stop_grace_secs``, then kill their workers: those
+        attempts are interrupted and their files wait in ``inflight/`` for the next start,
+        like files queued but not started."""
+        grace = time.monotonic() + self.config.stop_grace_secs
+        while self._running and time.monotonic() < grace:
+            self.wait(min(0.5, max(0.0, grace - time.monotonic())))
+        for sentinel, run in list(self._running.items()):
+            del self._running[sentinel]
+            self._kill(run)
+            run.conn.close()
+            self.queue.done(run.job.tenant)
+            self._interrupt(run.job, f"the manager stopped; the worker was still on the file "
+                            f"after stop_grace_secs ({self.config.stop_grace_secs:g} s)")
+        for _tenant, job in self._queued_jobs():
+            self._interrupt(job, "the manager stopped before this file started")
+
+    def _interrupt(self, job: FileJob, reason: str) -> None:
+        # recover() in the next start hands the file, still in inflight/, to its first scan
+        self.store.finish_record(job.record_id, "interrupted", reason=reason)
+        self.store.release_files(job.tenant, job.quota_day, 1, job.nbytes)
+        self._taken.discard(job.path)
+        self.log.warning("interrupted", tenant=job.tenant, file=job.path.name,
+                         record=job.record_id, reason=reason)
 
     def _queued_jobs(self) -> list[tuple[str, FileJob]]:
         out = []

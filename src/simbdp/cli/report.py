@@ -39,12 +39,14 @@ def print_report(store: StateStore, tenant: str | None = None, since: float | No
     if platform is not None:
         print_disabled(platform, tenant)
     t = Table(title="batch ingestion per tenant")
-    for col in ("tenant", "accepted", "rejected", "failed", "duplicate", "MB", "rows loaded",
-                "rows rejected", "mean s", "p95 s", "MB/s"):
+    for col in ("tenant", "accepted", "rejected", "failed", "duplicate", "waiting", "MB",
+                "MB read", "rows loaded", "rows rejected", "mean s", "p95 s", "MB/s"):
         t.add_column(col, justify="left" if col == "tenant" else "right")
     for s in batch_summary(store, tenant, since):
         t.add_row(s.tenant, str(s.accepted), str(s.rejected), str(s.failed), str(s.duplicate),
-                  f"{s.bytes / 1e6:.2f}", f"{s.rows_loaded:,}", f"{s.rows_rejected:,}",
+                  f"[yellow]{s.waiting}[/yellow]" if s.waiting else "0",
+                  f"{s.bytes / 1e6:.2f}", f"{s.decompressed_bytes / 1e6:.2f}",
+                  f"{s.rows_loaded:,}", f"{s.rows_rejected:,}",
                   f"{s.mean_secs:.3f}", f"{s.p95_secs:.3f}", f"{s.mb_per_sec:.1f}")
     console.print(t)
     streams = stream_summary(store, tenant, since)

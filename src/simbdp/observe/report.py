@@ -20,7 +20,10 @@ class BatchSummary:
     rejected: int = 0
     failed: int = 0
     duplicate: int = 0
+    waiting: int = 0
     bytes: int = 0
+    #: bytes read after decompression (the file's size where nothing was compressed)
+    decompressed_bytes: int = 0
     rows_loaded: int = 0
     rows_rejected: int = 0
     mean_secs: float = 0.0
@@ -53,7 +56,8 @@ def _p(values: list[float], q: float) -> float:
 
 def batch_summary(store: StateStore, tenant: str | None = None,
                   since: float | None = None) -> list[BatchSummary]:
-    """Files accepted / rejected / failed, bytes, rows, mean and p95 time, MB/s per tenant."""
+    """Files accepted / rejected / failed / waiting (for a sink), bytes (as sent and as read),
+    rows, mean and p95 time, MB/s (of the bytes read) per tenant."""
     recs = store.records(tenant, kind="batch", since=since, limit=10_000_000)
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in recs:
@@ -67,6 +71,7 @@ def batch_summary(store: StateStore, tenant: str | None = None,
             if o == "processed":
                 s.accepted += 1
                 s.bytes += r["bytes"]
+                s.decompressed_bytes += r.get("decompressed_bytes") or r["bytes"]
                 secs.append((r["ended_at"] or r["started_at"]) - r["started_at"])
             elif o == "rejected":
                 s.rejected += 1
@@ -74,13 +79,15 @@ def batch_summary(store: StateStore, tenant: str | None = None,
                 s.failed += 1
             elif o == "duplicate":
                 s.duplicate += 1
+            elif o == "waiting":
+                s.waiting += 1
             s.rows_loaded += r["rows_loaded"]
             s.rows_rejected += r["rows_rejected"]
         if secs:
             s.mean_secs = statistics.fmean(secs)
             s.p95_secs = _p(secs, 95)
             total = sum(secs)
-            s.mb_per_sec = s.bytes / 1e6 / total if total > 0 else 0.0
+            s.mb_per_sec = s.decompressed_bytes / 1e6 / total if total > 0 else 0.0
         out.append(s)
     return out
 

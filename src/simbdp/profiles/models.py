@@ -130,6 +130,8 @@ class BatchLimits(Model):
     max_files_per_ingestion: int = Field(100, ge=1)
     max_files_per_day: int = Field(1000, ge=0)
     max_bytes_per_day: ByteSize = ByteSize(10 * 1024**3)
+    #: a worker still on one file after this is killed and the file failed
+    max_file_secs: float = Field(3600.0, gt=0)
 
 
 class StreamLimits(Model):
@@ -305,6 +307,12 @@ class PlatformConfig(Model):
     stable_secs: float = Field(0.5, ge=0)
     rescan_secs: float = Field(5.0, gt=0)
     job_attempts: int = Field(3, ge=1)
+    #: a file whose sink is unavailable waits (back-off up to ``sink_retry_max_secs``, with
+    #: jitter) for this long before it fails
+    sink_outage_max_secs: float = Field(6 * 3600.0, gt=0)
+    sink_retry_max_secs: float = Field(60.0, gt=0)
+    #: on stop, workers still running after this are killed; their files wait in inflight/
+    stop_grace_secs: float = Field(30.0, ge=0)
     report_interval_secs: float = Field(5.0, gt=0)
     broker: BrokerSettings = BrokerSettings()
     api: ApiSettings = ApiSettings()

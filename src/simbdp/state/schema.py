@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS ingestions (
     reason TEXT,
     attempt INTEGER NOT NULL DEFAULT 1,
     quota_day TEXT,
-    sandbox TEXT
+    sandbox TEXT,
+    decompressed_bytes BIGINT
 );
 CREATE INDEX IF NOT EXISTS ingestions_tenant_started ON ingestions (tenant, started_at);
 CREATE INDEX IF NOT EXISTS ingestions_outcome ON ingestions (outcome);
@@ -83,4 +84,5 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 #: (table, column, type) added after a table was first released
-ADDED_COLUMNS = [("ingestions", "sandbox", "TEXT"), ("stream_reports", "sandbox", "TEXT")]
+ADDED_COLUMNS = [("ingestions", "sandbox", "TEXT"), ("stream_reports", "sandbox", "TEXT"),
+                 ("ingestions", "decompressed_bytes", "BIGINT")]

@@ -15,16 +15,28 @@ from simbdp.profiles.models import PlatformConfig
 from simbdp.state.db import Database
 from simbdp.state.schema import ADDED_COLUMNS, SCHEMA
 
-__all__ = ["OUTCOMES", "StateStore", "today"]
+__all__ = ["MAX_REASON_CHARS", "OUTCOMES", "STATES", "StateStore", "short_reason", "today"]
 
-#: final outcomes of an ingestion attempt; "running" while it is in flight
+#: final outcomes of an ingestion attempt
 OUTCOMES = ("processed", "rejected", "failed", "duplicate", "interrupted")
+#: states of an attempt not finished: in flight, or waiting out a sink outage
+STATES = ("running", "waiting")
+#: reasons longer than this are cut in records and logs; the reason file keeps them whole
+MAX_REASON_CHARS = 2000
+
+
+def short_reason(reason: str | None, limit: int = MAX_REASON_CHARS) -> str | None:
+    """``reason`` cut to ``limit`` characters, saying how much was left out."""
+    if reason is None or len(reason) <= limit:
+        return reason
+    cut = reason[: limit - 60]
+    return f"{cut} ... ({len(reason) - len(cut):,} more characters in the reason file)"
 
 _RECORD_FIELDS = (
     "id", "tenant", "kind", "source", "app", "content_key", "bytes", "rows_in", "rows_loaded",
     "rows_rejected", "messages", "started_at", "ended_at", "read_secs", "app_secs",
     "write_secs", "latency_p50_ms", "latency_p99_ms", "outcome", "reason", "attempt",
-    "quota_day", "sandbox",
+    "quota_day", "sandbox", "decompressed_bytes",
 )
 
 
@@ -82,17 +94,30 @@ class StateStore:
         unknown = set(rec) - set(_RECORD_FIELDS)
         if unknown:
             raise ValueError(f"unknown record fields {sorted(unknown)}")
+        if "reason" in rec:
+            rec["reason"] = short_reason(rec["reason"])
         cols = ", ".join(rec)
         self.db.execute(f"INSERT INTO ingestions ({cols}) VALUES ({', '.join('?' * len(rec))})",
                         list(rec.values()))
 
     def finish_record(self, record_id: str, outcome: str, **fields: Any) -> None:
+        """Set a record's final outcome (``ended_at`` now); a long reason is cut."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
-        fields = {"ended_at": time.time(), **fields, "outcome": outcome}
+        self._update(record_id, {"ended_at": time.time(), **fields, "outcome": outcome})
+
+    def mark_record(self, record_id: str, state: str, reason: str | None = None) -> None:
+        """Set a record that is not finished to ``running`` or ``waiting`` (with why)."""
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        self._update(record_id, {"outcome": state, "reason": reason, "ended_at": None})
+
+    def _update(self, record_id: str, fields: dict[str, Any]) -> None:
         unknown = set(fields) - set(_RECORD_FIELDS)
         if unknown:
             raise ValueError(f"unknown record fields {sorted(unknown)}")
+        if "reason" in fields:
+            fields["reason"] = short_reason(fields["reason"])
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.db.execute(f"UPDATE ingestions SET {sets} WHERE id = ?",
                         [*fields.values(), record_id])
@@ -127,8 +152,9 @@ class StateStore:
         return self.db.query(sql, [*params, limit, offset])
 
     def interrupt_running(self, reason: str) -> list[dict[str, Any]]:
-        """Mark records left ``running`` by a stopped process as ``interrupted``; return them."""
-        rows = self.db.query("SELECT * FROM ingestions WHERE outcome = 'running'")
+        """Mark records left ``running`` or ``waiting`` by a stopped process as
+        ``interrupted``; return them."""
+        rows = self.db.query("SELECT * FROM ingestions WHERE outcome IN ('running', 'waiting')")
         for r in rows:
             self.finish_record(r["id"], "interrupted", reason=reason)
         return rows
@@ -152,6 +178,12 @@ class StateStore:
         self.db.execute(
             "UPDATE quota_usage SET files = files - ?, bytes = bytes - ? "
             "WHERE tenant = ? AND day = ?", [files, nbytes, tenant, day])
+
+    def add_bytes(self, tenant: str, day: str, nbytes: int) -> None:
+        """Count bytes found only while reading (decompressed beyond the file's size)."""
+        self._ensure_day(tenant, day)
+        self.db.execute("UPDATE quota_usage SET bytes = bytes + ? WHERE tenant = ? AND day = ?",
+                        [nbytes, tenant, day])
 
     def add_messages(self, tenant: str, day: str, messages: int, nbytes: int) -> None:
         self._ensure_day(tenant, day)
