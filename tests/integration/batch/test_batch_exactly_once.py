@@ -83,6 +83,7 @@ def test_crash_after_commit_before_move_is_finished_not_duplicated(make_env, com
     latest = store.records("acme")[0]
     assert latest["outcome"] == "processed", latest
     assert "interruption" in latest["reason"]
+    assert latest["rows_loaded"] == 1000  # from the ledger: reports count what was committed
     assert env.count("acme") == 1000
     assert "c.csv" in env.outcome_files("acme", "processed")
 

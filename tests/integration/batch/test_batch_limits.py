@@ -6,6 +6,7 @@ import json
 import threading
 import time
 
+from simbdp.batch.job import JobResult
 from simbdp.state import MAX_REASON_CHARS
 from simbdp.testing import drop, tenant_profile
 
@@ -77,3 +78,18 @@ def test_stop_ends_within_the_grace_and_leaves_the_file_for_the_next_start(make_
     assert env.store.usage("acme", rec["quota_day"])["files"] == 0
     inflight = env.config.tenant_dir("acme") / "inflight"
     assert [p.name for p in inflight.glob("*/*")] == ["comments.csv"]
+
+
+def test_decompressed_bytes_count_in_the_daily_quota(make_env, comments):
+    # the worker reports what it read after decompression; the manager counts the difference
+    env = make_env(stable_secs=0.0)
+    drop(env.staging("acme") / "comments.csv", comments(10))
+    [sub] = env.manager.submit("acme", [env.staging("acme") / "comments.csv"])
+    _, job = env.manager.queue.pop()  # type: ignore[misc]
+    env.manager.queue.done("acme")
+    result = JobResult(outcome="processed", rows_in=10, rows_loaded=10)
+    result.decompressed_bytes = job.nbytes * 50  # type: ignore[attr-defined]
+    env.manager._finalize(job, result)
+    rec = env.store.record(sub.record_id)
+    assert rec["outcome"] == "processed" and rec["decompressed_bytes"] == job.nbytes * 50
+    assert env.store.usage("acme", job.quota_day)["bytes"] == job.nbytes * 50

@@ -1,8 +1,9 @@
 import multiprocessing as mp
 from pathlib import Path
 
+from simbdp.observe.report import batch_summary
 from simbdp.profiles import PlatformConfig
-from simbdp.state import StateStore, today
+from simbdp.state import MAX_REASON_CHARS, StateStore, today
 
 
 def _reserve(home: str, n: int, out) -> None:  # type: ignore[no-untyped-def]
@@ -44,3 +45,34 @@ def test_records_lifecycle_and_interrupt(tmp_path):
     assert store.record(b)["outcome"] == "interrupted"
     assert {r["source"] for r in store.records("t")} == {"a.csv", "b.csv"}
     assert store.records("t", outcome="processed")[0]["rows_loaded"] == 3
+
+
+def test_waiting_records_are_reported_and_interrupted_after_a_stop(tmp_path):
+    store = StateStore.open(PlatformConfig(home=tmp_path))
+    a = store.start_record("t", "batch", "a.csv", bytes=5)
+    store.mark_record(a, "waiting", "PostgreSQL sink unreachable")
+    assert store.record(a)["outcome"] == "waiting"
+    [s] = batch_summary(store, "t")
+    assert s.waiting == 1 and s.failed == 0
+    assert [r["id"] for r in store.interrupt_running("stopped")] == [a]
+    assert store.record(a)["outcome"] == "interrupted"
+
+
+def test_long_reasons_are_cut_in_records(tmp_path):
+    store = StateStore.open(PlatformConfig(home=tmp_path))
+    reason = "unexpected columns " + ", ".join(f"c{i}" for i in range(20_000))
+    a = store.start_record("t", "batch", "a.csv")
+    store.finish_record(a, "failed", reason=reason)
+    got = store.record(a)["reason"]
+    assert len(got) <= MAX_REASON_CHARS and got.startswith("unexpected columns c0, c1")
+    assert "more characters in the reason file" in got
+
+
+def test_report_mb_per_sec_counts_decompressed_bytes(tmp_path):
+    store = StateStore.open(PlatformConfig(home=tmp_path))
+    a = store.start_record("t", "batch", "a.csv.gz", bytes=1_000_000)
+    store.finish_record(a, "processed", decompressed_bytes=10_000_000)
+    store.db.execute("UPDATE ingestions SET ended_at = started_at + 2 WHERE id = ?", [a])
+    [s] = batch_summary(store, "t")
+    assert s.bytes == 1_000_000 and s.decompressed_bytes == 10_000_000
+    assert s.mb_per_sec == 5.0
