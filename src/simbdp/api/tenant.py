@@ -12,11 +12,13 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
 from simbdp.api.deps import ERRORS, ApiError, Services, services, tenant_of
 from simbdp.batch.staging import check_name, prepare_tenant_dirs
 from simbdp.errors import Rejected
 from simbdp.formats import detect_format
+from simbdp.observe.logs import get_logger
 from simbdp.profiles.models import TenantProfile
 from simbdp.state import today
 
@@ -24,6 +26,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["tenant"], responses=ERRORS)
 _CHUNK = 1024 * 1024
+_log = get_logger("simbdp.api")
 
 
 class UploadResult(BaseModel):
@@ -118,6 +121,12 @@ async def upload(name: str, request: Request, p: TenantProfile = Depends(tenant_
                 except TimeoutError:
                     raise ApiError(408, "stalled", f"{name!r}: no data for "
                                    f"{cfg.api.upload_stall_secs:g} s; upload again") from None
+                except ClientDisconnect:
+                    # nobody is left to answer: drop the partial file, say so once
+                    _log.warning("upload_disconnected", tenant=tenant, file=name,
+                                 bytes_received=size)
+                    raise ApiError(400, "client_disconnected", f"{name!r}: the client went "
+                                   f"away after {size} bytes; upload again") from None
                 size += len(chunk)
                 if size > limit:
                     raise ApiError(413, "too_large", f"{name!r} is over the limit of {limit} "

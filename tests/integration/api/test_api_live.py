@@ -3,6 +3,7 @@ uploads that stall or lie about their length."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import threading
@@ -136,3 +137,37 @@ def test_declared_length_shorter_than_body(live):
     assert staged in ([], ["lie.csv"])
     if staged:
         assert (api.platform.config.staging_dir("acme") / "lie.csv").stat().st_size == 5
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_client_gone_mid_upload_leaves_nothing_and_one_log_line(live, capfd):
+    api, _, ca, port = live
+    uvicorn_errors = _Records()
+    logging.getLogger("uvicorn.error").addHandler(uvicorn_errors)
+    head = (f"PUT /v1/tenants/acme/files/gone.csv HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {api.keys['acme']}\r\nContent-Length: 50000\r\n\r\n")
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", port)) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        s.sendall(head.encode() + b"id,subreddit\n" + b"1,a\n" * 2000)
+        time.sleep(0.3)
+    seen = ""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "upload_disconnected" not in seen:
+        time.sleep(0.1)
+        seen += "".join(capfd.readouterr())
+    time.sleep(1.0)
+    seen += "".join(capfd.readouterr())
+    logging.getLogger("uvicorn.error").removeHandler(uvicorn_errors)
+    assert uvicorn_errors.messages == []
+    assert seen.count("upload_disconnected") == 1, seen
+    assert "gone.csv" in seen
+    assert [p.name for p in api.platform.config.staging_dir("acme").iterdir()] == []
