@@ -250,7 +250,7 @@ class BatchIngestManager:
                         {"reason": str(err), "code": err.code, "record": rid})
         self.tracker.forget(path)
         self.log.warning("rejected", tenant=tenant, file=path.name, code=err.code,
-                         reason=str(err), record=rid)
+                         reason=short_reason(str(err)), record=rid)
         return Submission(path, rid, False, str(err))
 
     def scan(self) -> int:
