@@ -122,6 +122,8 @@ class CsvOptions(Model):
     quote_char: str = Field('"', min_length=1, max_length=1)
     header: bool = True
     null_values: list[str] = [""]
+    #: the largest field (in practice: row) read; a longer one fails the file with that reason
+    max_field_bytes: ByteSize = Field(ByteSize(64 * 1024**2), ge=1024)
 
 
 class BatchLimits(Model):
@@ -130,6 +132,9 @@ class BatchLimits(Model):
     max_files_per_ingestion: int = Field(100, ge=1)
     max_files_per_day: int = Field(1000, ge=0)
     max_bytes_per_day: ByteSize = ByteSize(10 * 1024**3)
+    #: limits on what a file holds once decompressed; ``max_file_bytes`` counts those bytes too
+    max_rows_per_file: int = Field(100_000_000, ge=1)
+    max_columns: int = Field(2_000, ge=1)
 
 
 class StreamLimits(Model):
