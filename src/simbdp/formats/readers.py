@@ -284,7 +284,7 @@ def _duckdb_json(path: Path, options: ReadOptions, stats: ReadStats, fmt: str,
     rows = max(1024, options.block_bytes // 256)
     try:
         reader = con.sql(
-            f"SELECT * FROM read_json($p, format='{fmt}', compression=$c, "
+            f"SELECT * FROM read_json($p, format='{fmt}', records='true', compression=$c, "
             f"maximum_object_size={int(options.csv.max_field_bytes)}{cols})",
             params={"p": str(path), "c": comp}).to_arrow_reader(rows)
         _check_schema(path, options, reader.schema)
@@ -300,9 +300,14 @@ def _duckdb_json(path: Path, options: ReadOptions, stats: ReadStats, fmt: str,
             _check_rows(path, options, stats)
             yield batch
     except duckdb.Error as e:
-        msg = str(e).splitlines()[0]
+        where = None
+        if fmt == "newline_delimited":
+            with _open(path, options, ReadStats()) as stream:
+                where = locate(stream, options)
+        # DuckDB names the file by its full path: the tenant sees only its name
+        msg = str(e).splitlines()[0].replace(str(path), path.name)
         what = "not a JSON array of objects" if fmt == "array" else "invalid JSON lines"
-        raise FormatError(f"{_label(path, options)}: {what}: {msg}") from e
+        raise FormatError(f"{_label(path, options)}: {where or f'{what}: {msg}'}") from e
     finally:
         con.close()
 

@@ -139,3 +139,15 @@ def test_jsonl_with_mixed_types_reads_as_text_for_a_table(tmp_path):
     assert t.num_rows == 40_000
     assert t.slice(0, 4).to_pydict() == {"a": ["1", "zz", "2.5", None],
                                          "b": ["x", "2", "true", None]}
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    (b'{"a": 1}\n{"a": \n{"a": 2}\n', "line 2: invalid JSON"),
+    (b'{"a": 1}\n[1]\n', "line 2: expected a JSON object"),
+])
+def test_jsonl_read_as_text_names_the_bad_line(tmp_path, data, words):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(data)
+    with pytest.raises(FormatError) as e:
+        read_all(path, column_types={"a": pa.string()})
+    assert words in str(e.value) and str(tmp_path) not in str(e.value)
