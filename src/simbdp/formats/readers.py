@@ -273,20 +273,25 @@ def _duckdb_json(path: Path, options: ReadOptions, stats: ReadStats, fmt: str,
     import duckdb
 
     comp = {"none": "none", "gzip": "gzip", "zstd": "zstd"}[options.compression]
-    cols = ""
-    if text_columns is not None:
-        struct = ", ".join("'" + c.replace("'", "''") + "': 'VARCHAR'" for c in text_columns)
-        cols = f", columns={{{struct}}}"
+    source = (f"read_json($p, format='{fmt}', records='true', compression=$c, "
+              f"maximum_object_size={int(options.csv.max_field_bytes)}")
+    params = {"p": str(path), "c": comp}
     con = duckdb.connect()
     # DuckDB's JSON buffers are twice the largest object, one per thread
     mb = 256 + 4 * int(options.csv.max_field_bytes) // 1024**2
     con.execute(f"SET memory_limit='{mb}MB'; SET threads=2")
     rows = max(1024, options.block_bytes // 256)
     try:
-        reader = con.sql(
-            f"SELECT * FROM read_json($p, format='{fmt}', records='true', compression=$c, "
-            f"maximum_object_size={int(options.csv.max_field_bytes)}{cols})",
-            params={"p": str(path), "c": comp}).to_arrow_reader(rows)
+        cols = ""
+        if text_columns is not None:
+            # fields of the first rows that are not columns come through too (as text), so
+            # conform names them as unexpected, as it does for CSV
+            seen = [r[0] for r in con.sql(f"DESCRIBE SELECT * FROM {source}, sample_size=2048)",
+                                          params=params).fetchall()]
+            names = text_columns + [c for c in seen if c not in text_columns]
+            struct = ", ".join("'" + c.replace("'", "''") + "': 'VARCHAR'" for c in names)
+            cols = f", columns={{{struct}}}"
+        reader = con.sql(f"SELECT * FROM {source}{cols})", params=params).to_arrow_reader(rows)
         _check_schema(path, options, reader.schema)
         while True:
             try:

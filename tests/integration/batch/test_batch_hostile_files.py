@@ -170,3 +170,11 @@ def test_file_name_with_a_newline_is_refused(make_env):
     [rec] = env.ingest("acme", name)
     assert rec["outcome"] == "rejected" and "control character" in rec["reason"]
     assert reason_file(env, "acme", "rejected", name)["code"] == "bad_name"
+
+
+def test_jsonl_with_a_field_that_is_not_a_column_fails_naming_it(make_env):
+    env = make_env()
+    drop(env.staging("acme") / "extra.jsonl",
+         b'{"id": "c1", "subreddit": "python", "nope": 1}\n')
+    [rec] = env.ingest("acme", "extra.jsonl")
+    assert rec["outcome"] == "failed" and "unexpected columns ['nope']" in rec["reason"]

@@ -151,3 +151,10 @@ def test_jsonl_read_as_text_names_the_bad_line(tmp_path, data, words):
     with pytest.raises(FormatError) as e:
         read_all(path, column_types={"a": pa.string()})
     assert words in str(e.value) and str(tmp_path) not in str(e.value)
+
+
+def test_jsonl_fields_that_are_not_columns_come_through(tmp_path):
+    path = tmp_path / "extra.jsonl"
+    path.write_bytes(b'{"a": 1, "nope": 2}\n{"a": "x"}\n')
+    t = read_all(path, column_types={"a": pa.string()})
+    assert t.column_names == ["a", "nope"] and t.column("nope").to_pylist() == ["2", None]
