@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import zstandard
 
 from simbdp.errors import FormatError, Rejected
 from simbdp.formats import ReadOptions, ReadStats, detect_format, read_batches
@@ -158,3 +160,29 @@ def test_jsonl_fields_that_are_not_columns_come_through(tmp_path):
     path.write_bytes(b'{"a": 1, "nope": 2}\n{"a": "x"}\n')
     t = read_all(path, column_types={"a": pa.string()})
     assert t.column_names == ["a", "nope"] and t.column("nope").to_pylist() == ["2", None]
+
+
+def test_zstd_bomb_stops_at_the_limit(tmp_path):
+    chunk = ROW * (16 * 1024**2 // len(ROW))
+    frame = zstandard.ZstdCompressor(level=19).compress(chunk)
+    path = tmp_path / "bomb.csv.zst"
+    path.write_bytes(zstandard.compress(HEADER) + frame * 256)  # 4 GB inflated
+    stats = ReadStats()
+    with pytest.raises(Rejected, match="decompressed"):
+        for _ in read_batches(path, opts(path, max_bytes=50 * 1024**2), stats):
+            pass
+    assert stats.bytes_read <= 66 * 1024**2
+
+
+def test_parquet_limits_come_from_its_metadata(tmp_path):
+    path = tmp_path / "wide.parquet"
+    pq.write_table(pa.table({f"c{i}": [1, 2, 3] for i in range(50)}), path)
+    with pytest.raises(Rejected) as e:
+        read_all(path, max_columns=10)
+    assert e.value.code == "too_many_columns"
+    with pytest.raises(Rejected) as e:
+        read_all(path, max_rows=2)
+    assert e.value.code == "too_many_rows"
+    stats = ReadStats()
+    list(read_batches(path, opts(path), stats))
+    assert stats.rows == 3 and stats.bytes_read > 0
