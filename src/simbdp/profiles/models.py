@@ -122,7 +122,7 @@ class CsvOptions(Model):
     quote_char: str = Field('"', min_length=1, max_length=1)
     header: bool = True
     null_values: list[str] = [""]
-    #: the largest field (in practice: row) read; a longer one fails the file with that reason
+    #: the longest text value read (CSV, JSON lines); a longer one fails the file, naming it
     max_field_bytes: ByteSize = Field(ByteSize(64 * 1024**2), ge=1024)
 
 
