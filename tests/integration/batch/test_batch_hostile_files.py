@@ -57,6 +57,9 @@ def test_gzip_bomb_is_stopped_at_the_limit(make_env):
     assert bomb["rows_loaded"] == 0
     assert reason_file(env, "acme", "rejected", "bomb.csv.gz")["code"] == "file_too_big"
     assert good["outcome"] == "processed" and env.count("acme") == 1000
+    # the daily byte quota counts what was read of the bomb (up to the limit), not 4 MB
+    used = env.store.usage("acme", bomb["quota_day"])["bytes"]
+    assert used >= 100 * 1000**2, used
 
 
 def test_job_reports_decompressed_bytes(make_env, tmp_path):
