@@ -82,15 +82,21 @@ def status(tenant: str | None = typer.Option(None, "--tenant", "-t"),
     platform = load(home)
     store = StateStore.open(platform.config)
     t = Table(title="stream apps")
-    for col in ("tenant", "app", "instances wanted", "paused", "last report", "backlog"):
+    for col in ("tenant", "app", "instances wanted", "paused", "last report", "backlog",
+                "last broker outage"):
         t.add_column(col)
+    outages: dict[tuple[str, str], str] = {}
+    for d in store.decisions(tenant, limit=1000):  # newest first
+        if d["action"] == "broker_reconnected":
+            outages.setdefault((d["tenant"], d["app"]), d["reason"])
     for r in store.desired():
         if tenant and r["tenant"] != tenant:
             continue
         last = store.stream_reports(r["tenant"], r["app"], limit=1)
         t.add_row(r["tenant"], r["app"], str(r["instances"]), r["paused_reason"] or "",
                   f"{last[0]['messages']} msgs" if last else "-",
-                  str(last[0]["backlog"]) if last else "-")
+                  str(last[0]["backlog"]) if last else "-",
+                  outages.get((r["tenant"], r["app"]), "-"))
     console.print(t)
     d = Table(title="recent decisions")
     for col in ("tenant", "app", "action", "before", "after", "reason"):
