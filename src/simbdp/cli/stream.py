@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from simbdp.cli.common import console, err_console, load
-from simbdp.errors import ConfigError
+from simbdp.errors import BrokerUnavailable, ConfigError, PublishInterrupted
 from simbdp.profiles import Platform
 from simbdp.state import StateStore
 
@@ -117,5 +117,15 @@ def publish(file: Path = typer.Argument(..., help="a JSON-lines file, one messag
     from simbdp.stream.client import publish_jsonl
 
     platform = load(home)
-    n = publish_jsonl(platform, tenant, file, rate=rate, id_field=id_field, table=table)
+    try:
+        n = publish_jsonl(platform, tenant, file, rate=rate, id_field=id_field, table=table)
+    except PublishInterrupted as e:
+        err_console.print(f"[red]error[/red] {e}\n{e.confirmed} of {e.total} message(s) were "
+                          "confirmed; publishing the same file again is safe (the ids are "
+                          "derived from its content, so confirmed messages load once)")
+        raise typer.Exit(1) from e
+    except BrokerUnavailable as e:
+        err_console.print(f"[red]error[/red] tenant {tenant!r}: 0 of the messages were "
+                          f"confirmed: {e}")
+        raise typer.Exit(1) from e
     console.print(f"published {n} message(s) for tenant {tenant!r}")

@@ -249,3 +249,34 @@ def test_instances_die_with_their_manager(make_stream_env):
         if pid:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.nats
+def test_cli_publish_says_how_many_were_confirmed_before_the_broker_failed(
+        make_stream_env, own_nats, tmp_path):
+    from typer.testing import CliRunner
+
+    from simbdp.cli.main import app
+
+    env = make_stream_env(broker={"kind": "nats", "url": own_nats.url})
+    lines = tmp_path / "events.jsonl"
+    lines.write_text("".join(f'{{"id": "c{i}", "n": {i}, "note": "x"}}\n'
+                             for i in range(10_000)))
+    threading.Timer(1.5, own_nats.kill).start()  # mid-way through, at 2,000 messages/s
+    result = CliRunner().invoke(app, ["publish", str(lines), "--tenant", "acme",
+                                      "--rate", "2000", "--home", str(env.config.home)])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    confirmed = int(text.split(" of 10000 message(s) were confirmed")[0].split()[-1])
+    assert 0 < confirmed < 10_000 and confirmed % 1000 == 0, text
+    assert "publishing the same file again is safe" in text
+    own_nats.start()
+
+    async def waiting() -> int:
+        from simbdp.stream.brokers import open_broker
+        b = open_broker(env.config.broker)
+        try:
+            return await b.backlog("acme")
+        finally:
+            await b.close()
+    assert asyncio.run(waiting()) >= confirmed  # every confirmed one is there
