@@ -5,7 +5,9 @@ Each instance is a process (``python -m simbdp.stream.consumer``). A crashed ins
 restarted with exponential back-off, reset once an instance has run ``healthy_secs``; a stop
 sends SIGTERM, the instance drains its batch in flight and exits, and is killed after
 ``grace_secs`` if it does not. An instance whose heartbeat file has not been touched for
-``stuck_secs`` is stuck: it is killed and restarted. Instances die with the manager.
+``stuck_secs`` is stuck: it is killed and restarted. Instances die with the manager: Linux
+sends them SIGTERM when the thread that started them ends, so call ``reconcile`` from the one
+long-lived thread that runs the manager (``run``).
 """
 
 from __future__ import annotations

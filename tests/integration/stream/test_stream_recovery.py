@@ -55,12 +55,15 @@ def serving(env) -> Iterator[StreamManager]:  # type: ignore[no-untyped-def]
         yield manager
     finally:
         stop.set()
+        began = time.monotonic()
         for t in threads:
             t.join(timeout=30)
+        took = time.monotonic() - began
         alive = [t.name for t in threads if t.is_alive()]
         for s in stores:
             s.close()
         assert not alive, f"still running 30 s after stop: {alive}"
+        assert took < 15, f"the manager and the monitor took {took:.0f} s to stop"
 
 
 def _instances(manager: StreamManager) -> list:  # type: ignore[type-arg]

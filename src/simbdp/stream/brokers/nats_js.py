@@ -162,8 +162,9 @@ class NatsBroker:
         deadline = time.monotonic() + secs
         while True:
             try:
-                nc = await nats.connect(creds.url, connect_timeout=2, allow_reconnect=False,
-                                        max_reconnect_attempts=0, error_cb=_quiet)
+                nc = await asyncio.wait_for(nats.connect(
+                    creds.url, connect_timeout=2, max_reconnect_attempts=1,
+                    reconnect_time_wait=0.1, error_cb=_quiet), 4)
                 await nc.close()
                 return
             except _ERRORS as e:
