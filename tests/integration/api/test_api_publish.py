@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import time
+
+import pytest
 
 from simbdp.stream.brokers import open_broker
 from simbdp.stream.consumer import StreamInstance
@@ -76,3 +79,26 @@ def test_broker_down_is_a_retryable_503(make_api):
     err = r.json()["error"]
     assert err["code"] == "broker_unavailable"
     assert "'beta'" in err["message"] and "retry" in err["message"]
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+def test_rabbitmq_restart_503_then_the_retry_loads_once(make_api, rabbitmq_url):
+    api = make_api(broker={"kind": "rabbitmq", "url": rabbitmq_url})
+    assert api.client.post(PATH, json=batch(5), headers=api.h("beta")).status_code == 200
+    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True)
+    try:
+        r = api.client.post(PATH, json=batch(20, "z"), headers=api.h("beta"))
+        assert r.status_code == 503, r.text
+        assert int(r.headers["Retry-After"]) > 0
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while True:  # the client retries as told until the broker is back
+        r = api.client.post(PATH, json=batch(20, "z"), headers=api.h("beta"))
+        if r.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(float(r.headers["Retry-After"]) / 5)
+    assert r.status_code == 200, r.text
+    assert api.client.post(PATH, json=batch(20, "z"), headers=api.h("beta")).status_code == 200
+    assert drain(api) == 25  # the first 5, then the 20 once

@@ -119,6 +119,15 @@ def _outage_then_publish(env, manager, outage, down_secs: float) -> None:  # typ
     assert outages, "the surviving instance reported no outage"
     secs = float(outages[0]["reason"].split("broker away ")[1].split(" s")[0])
     assert down_secs - 3 < secs < down_secs + 30
+    from typer.testing import CliRunner
+
+    from simbdp.cli.main import app
+    status = CliRunner().invoke(app, ["stream", "status", "--home", str(home)],
+                                env={"COLUMNS": "300"})
+    assert status.exit_code == 0, status.output
+    # the first table (stream apps; the decisions table follows)
+    line = next(ln for ln in status.output.splitlines() if ln.startswith(f"│ {survivor_tenant} "))
+    assert f"broker away {secs:.1f} s" in line, status.output
 
 
 @pytest.mark.rabbitmq

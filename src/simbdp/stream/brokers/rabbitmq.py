@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import secrets
 import subprocess
 import time
@@ -46,6 +47,9 @@ __all__ = ["RabbitMQBroker"]
 _ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncio.TimeoutError,
            aio_pika.exceptions.ChannelInvalidStateError)
 OP_TIMEOUT_SECS = 15.0  # no call waits longer on a broker that does not answer
+# aiormq logs an ERROR at every failed connection attempt: simbdp logs one line per outage
+# itself (broker_lost, broker_reconnected), so keep only aiormq's critical ones
+logging.getLogger("aiormq").setLevel(logging.CRITICAL)
 
 
 def _wrap(e: BaseException, what: str) -> Exception:
