@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import math
 import os
 import uuid
@@ -159,6 +158,8 @@ async def publish_messages(
     Idempotent: retrying the same request (after a timeout or a 503) loads each message once.
     A broker outage answers 503 with Retry-After; some messages may be in already.
     """
+    import json
+
     from simbdp.errors import BrokerUnavailable
     from simbdp.stream.client import make_messages, publish
 

@@ -125,7 +125,7 @@ def publish(file: Path = typer.Argument(..., help="a JSON-lines file, one messag
                           "derived from its content, so confirmed messages load once)")
         raise typer.Exit(1) from e
     except BrokerUnavailable as e:
-        err_console.print(f"[red]error[/red] tenant {tenant!r}: 0 of the messages were "
-                          f"confirmed: {e}")
+        err_console.print(f"[red]error[/red] tenant {tenant!r}: no batch of messages was "
+                          f"confirmed: {e}\npublishing the same file again is safe")
         raise typer.Exit(1) from e
     console.print(f"published {n} message(s) for tenant {tenant!r}")
