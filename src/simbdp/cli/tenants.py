@@ -48,8 +48,15 @@ def init(name: str = typer.Argument(..., help="the new tenant's id"),
         print_config_error(e)
         raise typer.Exit(2) from e
     _print_inferred(inferred)
-    console.print(f"wrote [bold]{out}[/bold]; check the types, then: simbdp tenants add {out}",
-                  highlight=False)
+    add = f"simbdp tenants add {out}"
+    if inferred.app_source is not None:
+        apps = out.with_name(f"{name}-apps")
+        apps.mkdir(exist_ok=True)
+        (apps / "rename_columns.py").write_text(inferred.app_source, encoding="utf-8")
+        console.print(f"wrote {apps}/rename_columns.py: an app that gives the file's columns "
+                      "the table's names", highlight=False, markup=False)
+        add += f" --app-dir {apps}"
+    console.print(f"wrote {out}; check the types, then: {add}", highlight=False, markup=False)
 
 
 def _write_profile(out: Path, sample: Path, inferred: Inferred) -> None:
@@ -78,10 +85,8 @@ def _print_inferred(inferred: Inferred) -> None:
     if inferred.null_values != [""] and inferred.null_values:
         console.print(f"null values: {inferred.null_values}", highlight=False, markup=False)
     if inferred.renamed:
-        console.print(f"[yellow]warning[/yellow] {len(inferred.renamed)} column name(s) made "
-                      "into identifiers; the platform matches a file's columns by name, so "
-                      "files must use the new names (or a batch app renames them, see "
-                      "docs/apps.md)")
+        console.print(f"{len(inferred.renamed)} column name(s) made into identifiers "
+                      "(see 'in the file')", highlight=False, markup=False)
 
 
 @tenants_app.command("check")

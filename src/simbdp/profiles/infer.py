@@ -47,6 +47,18 @@ class Inferred:
     null_values: list[str] = field(default_factory=list)
     sample_rows: int = 0
     whole_file: bool = True
+    #: source of ``rename_columns.py``, the batch app that renames columns, when names changed
+    app_source: str | None = None
+
+
+RENAME_APP = '''"""Written by `simbdp tenants init`: gives the file's columns the table's names."""
+
+NAMES = {names}
+
+
+def wrangle(data, ctx):
+    return data.rename_columns([NAMES.get(n, n) for n in data.column_names])
+'''
 
 
 def identifier(name: str, taken: set[str], position: int) -> str:
@@ -240,6 +252,17 @@ def infer_profile(tenant: str, sample: Path) -> Inferred:
     profile: dict[str, Any] = {"tenant_id": tenant, "tables": [spec], "batch": batch}
     if csv:
         profile["csv"] = csv
-    TenantProfile.model_validate(profile)
     renamed = {o: n for o, n in zip(table.schema.names, names, strict=True) if o != n}
-    return Inferred(profile, renamed, nulls, table.num_rows, whole)
+    app = None
+    if renamed:
+        # a file's columns are matched to the table's by name: an app renames them, reading
+        # CSV columns as text so conform casts them as it does without an app
+        app = RENAME_APP.format(names=repr(renamed))
+        spec_app: dict[str, Any] = {"name": "rename_columns",
+                                    "entrypoint": "rename_columns:wrangle",
+                                    "tables": [spec["name"]]}
+        if ftype == "csv":
+            spec_app["input_columns"] = dict.fromkeys(table.schema.names, "string")
+        profile["apps"] = [spec_app]
+    TenantProfile.model_validate(profile)
+    return Inferred(profile, renamed, nulls, table.num_rows, whole, app)

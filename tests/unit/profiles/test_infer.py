@@ -41,6 +41,16 @@ def test_names_made_into_identifiers_with_collisions_resolved(tmp_path):
     assert got.renamed == {"Dep Time": "dep_time", "dep_time": "dep_time_2", "2nd": "c_2nd",
                            "": "column_4", "Ünïcode!": "n_code"}
     assert identifier("x" * 80, {"x" * 63}, 0) == "x" * 61 + "_2"
+    [rename] = got.profile["apps"]
+    assert rename["input_columns"] == dict.fromkeys(got.renamed, "string")
+    assert "'Dep Time': 'dep_time'" in (got.app_source or "")
+
+
+def test_identifier_names_need_no_app(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("a,b\n1,2\n")
+    got = infer_profile("acme", p)
+    assert got.renamed == {} and got.app_source is None and "apps" not in got.profile
 
 
 @pytest.mark.parametrize(("name", "data", "why"), [
