@@ -91,7 +91,11 @@ def _text_sample(path: Path, compression: str) -> tuple[bytes, bool]:
         raise _fail(path, f"cannot read it as {compression} data: {e}") from e
     whole = len(data) <= SAMPLE_BYTES
     if not whole:
-        data = data[: data.rfind(b"\n", 0, SAMPLE_BYTES) + 1]
+        end = data.rfind(b"\n", 0, SAMPLE_BYTES)
+        if end < 0:
+            raise _fail(path, f"no line break in the first {SAMPLE_BYTES // 1024**2} MiB: not "
+                              "a CSV or JSON lines file")
+        data = data[: end + 1]
     if b"\x00" in data[:65536]:
         raise _fail(path, "binary data (NUL bytes), not a CSV or JSON text file")
     try:

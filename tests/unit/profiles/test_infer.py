@@ -118,3 +118,16 @@ def test_cli_writes_a_profile_that_loads(tmp_path, monkeypatch):
     bad = CliRunner().invoke(app, ["tenants", "init", "Acme", "--from", "s.csv"])
     assert bad.exit_code == 2 and "not an identifier" in bad.output
     assert yaml.safe_load((tmp_path / "acme.yaml").read_text())["tenant_id"] == "acme"
+
+
+def test_sample_is_bounded(tmp_path, monkeypatch):
+    from simbdp.profiles import infer
+
+    monkeypatch.setattr(infer, "SAMPLE_BYTES", 64)
+    p = tmp_path / "big.csv"
+    p.write_text("id,v\n" + "".join(f"{i},{i * 2}\n" for i in range(100)))
+    got = infer_profile("acme", p)
+    assert not got.whole_file and 0 < got.sample_rows < 20
+    (tmp_path / "long.csv").write_text("a" * 100)
+    with pytest.raises(ConfigError, match="no line break in the first"):
+        infer_profile("acme", tmp_path / "long.csv")
