@@ -5,6 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+import zstandard
 from typer.testing import CliRunner
 
 from simbdp.cli.main import app
@@ -83,7 +84,9 @@ def test_gzipped_jsonl_json_array_and_parquet(tmp_path):
                              "v": pa.array([1.5] * 10, pa.float32()),
                              "d": pa.array([None] * 10, pa.decimal128(10, 2))}),
                    tmp_path / "pq.parquet")
-    for name in ("ev.jsonl.gz", "ev.json"):
+    (tmp_path / "ev.jsonl.zst").write_bytes(zstandard.compress(
+        "\n".join(json.dumps(r) for r in rows).encode()))
+    for name in ("ev.jsonl.gz", "ev.jsonl.zst", "ev.json"):
         got = infer_profile("acme", tmp_path / name)
         assert columns(got) == {"id": ("string", False), "n": ("int64", False),
                                 "tags": ("json", False), "score": ("float64", True)}, name
