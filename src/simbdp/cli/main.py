@@ -15,6 +15,7 @@ from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.api import keys_app, push_command
 from simbdp.cli.common import console, load, print_config_error
 from simbdp.cli.report import report
+from simbdp.cli.schema import schema
 from simbdp.cli.stream import publish, stream_app
 from simbdp.cli.tenants import HOME, tenants_app
 from simbdp.errors import ConfigError
@@ -32,6 +33,7 @@ tenants_app.add_typer(keys_app, name="key")
 app.command("push")(push_command)
 app.command("report")(report)
 app.command("publish")(publish)
+app.command("schema")(schema)
 
 
 @app.callback()

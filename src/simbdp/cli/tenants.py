@@ -1,4 +1,4 @@
-"""``simbdp tenants``: check, add, list and show service profiles."""
+"""``simbdp tenants``: init, check, add, list and show service profiles."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import typer
+import yaml
 from rich.table import Table
 
 from simbdp.batch.staging import prepare_tenant_dirs
@@ -15,12 +16,77 @@ from simbdp.cli.common import console, err_console, home_path, load, print_confi
 from simbdp.errors import BrokerUnavailable, ConfigError, CredentialsIssued
 from simbdp.home import make_private
 from simbdp.profiles import check_profiles, load_profile, save_profile
+from simbdp.profiles.infer import Inferred, infer_profile
 from simbdp.stream.client import issue_broker_credentials
 
 __all__ = ["tenants_app"]
 
 tenants_app = typer.Typer(help="Manage tenant service profiles.", no_args_is_help=True)
 HOME = typer.Option(None, "--home", envvar="SIMBDP_HOME", help="platform home")
+
+
+@tenants_app.command("init")
+def init(name: str = typer.Argument(..., help="the new tenant's id"),
+         sample: Path = typer.Option(..., "--from", help="a sample file: CSV, TSV, JSON lines, "
+                                     "JSON, Parquet (text types gzipped or not)"),
+         output: Path | None = typer.Option(None, "--output", "-o",
+                                            help="profile to write (default: NAME.yaml)"),
+         force: bool = typer.Option(False, "--force", help="overwrite an existing file")
+         ) -> None:
+    """Write a first profile for a tenant from a sample file: its table's columns, types,
+    nullability and key as inferred from the sample, ready to edit and to ``tenants add``."""
+    out = output or Path(f"{name}.yaml")
+    try:
+        if out.stem != name or out.suffix not in (".yaml", ".yml"):
+            raise ConfigError(f"{out}: a profile must be named {name}.yaml (its tenant id)")
+        if out.exists() and not force:
+            raise ConfigError(f"{out}: already exists; use --force to overwrite it")
+        inferred = infer_profile(name, sample)
+        _write_profile(out, sample, inferred)
+        load_profile(out)
+    except ConfigError as e:
+        print_config_error(e)
+        raise typer.Exit(2) from e
+    _print_inferred(inferred)
+    add = f"simbdp tenants add {out}"
+    if inferred.app_source is not None:
+        apps = out.with_name(f"{name}-apps")
+        apps.mkdir(exist_ok=True)
+        (apps / "rename_columns.py").write_text(inferred.app_source, encoding="utf-8")
+        console.print(f"wrote {apps}/rename_columns.py: an app that gives the file's columns "
+                      "the table's names", highlight=False, markup=False)
+        add += f" --app-dir {apps}"
+    console.print(f"wrote {out}; check the types, then: {add}", highlight=False, markup=False)
+
+
+def _write_profile(out: Path, sample: Path, inferred: Inferred) -> None:
+    how = "the whole file" if inferred.whole_file else f"its first {inferred.sample_rows} rows"
+    head = (f"# Written by `simbdp tenants init` from {sample.name} ({how}); edit as needed.\n"
+            "# Reference: docs/profiles.md. Editor checks: simbdp schema profile > "
+            "profile.schema.json\n# yaml-language-server: $schema=profile.schema.json\n")
+    body = yaml.safe_dump(inferred.profile, sort_keys=False, default_flow_style=None,
+                          width=100)
+    out.write_text(head + body, encoding="utf-8")
+
+
+def _print_inferred(inferred: Inferred) -> None:
+    spec = inferred.profile["tables"][0]
+    original = {v: k for k, v in inferred.renamed.items()}
+    t = Table(title=f"table {spec['name']}: {len(spec['columns'])} columns from "
+                    f"{inferred.sample_rows} sample rows"
+                    f"{'' if inferred.whole_file else ' (not the whole file)'}")
+    for col in ("column", "in the file", "type", "nullable", "key"):
+        t.add_column(col)
+    for c in spec["columns"]:
+        t.add_row(c["name"], original.get(c["name"], c["name"]), c["type"],
+                  "no" if c.get("nullable") is False else "yes",
+                  "yes" if c["name"] in spec.get("primary_key", []) else "")
+    console.print(t)
+    if inferred.null_values != [""] and inferred.null_values:
+        console.print(f"null values: {inferred.null_values}", highlight=False, markup=False)
+    if inferred.renamed:
+        console.print(f"{len(inferred.renamed)} column name(s) made into identifiers "
+                      "(see 'in the file')", highlight=False, markup=False)
 
 
 @tenants_app.command("check")

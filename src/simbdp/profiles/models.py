@@ -44,13 +44,17 @@ _KEY = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class Column(Model):
     name: Identifier
+    """Column name: an identifier (lower-case letter, then letters, digits, ``_``; at most 63)."""
     type: str
+    """Column type: string, int64, int32, int16, float64, float32, bool, date, timestamp,
+    timestamptz, json or decimal(p,s) (aliases: text, int, bigint, double, ...)."""
     nullable: bool = True
+    """Whether the column may be empty; a row with no value in a non-nullable column is rejected."""
 
     @field_validator("type")
     @classmethod
@@ -61,26 +65,34 @@ class Column(Model):
 class QualityRule(Model):
     """A vectorised row check: rows failing it are quarantined with the rule's name.
 
-    ``check`` is one of not_null, unique, min, max, regex, in; ``value`` its argument.
+    ``check`` is one of not_null, min, max, regex, in; ``value`` its argument.
     """
 
     name: Identifier
+    """Rule name, given as the reason of the rows it rejects."""
     column: Identifier
+    """The column the rule checks."""
     check: Literal["not_null", "min", "max", "regex", "in"]
+    """not_null, min, max, regex or in."""
     value: float | str | list[str] | None = None
+    """The check's argument: a bound for min/max, a pattern for regex, a list for in."""
 
 
 class TableSpec(Model):
     """A table the tenant owns in its namespace of coredms."""
 
     name: Identifier
+    """Table name in the tenant's namespace; a file whose name starts with it goes to it."""
     columns: list[Column] = Field(min_length=1)
+    """The table's columns, in order (CSV headers are matched by name)."""
     primary_key: list[Identifier] = []
-    #: seed 002's Cassandra-style key, e.g. "((subreddit, id), ups)"; sets primary_key
+    """Key columns: a file's rows then upsert (last row wins) instead of appending."""
     key: str | None = None
-    #: names of platform sinks this table is written to (several sinks per table)
+    """Seed 002's Cassandra-style key, e.g. ``((subreddit, id), ups)``; sets primary_key."""
     sinks: list[str] = ["default"]
+    """Names of platform sinks this table is written to (several sinks per table)."""
     quality: list[QualityRule] = []
+    """Row checks; rows failing one are rejected with the rule's name."""
 
     @model_validator(mode="before")
     @classmethod
@@ -119,30 +131,44 @@ class TableSpec(Model):
 
 class CsvOptions(Model):
     delimiter: str = Field(",", min_length=1, max_length=1)
+    """Field separator, one character."""
     quote_char: str = Field('"', min_length=1, max_length=1)
+    """Quote character, one character."""
     header: bool = True
+    """Whether the first line names the columns."""
     null_values: list[str] = [""]
-    #: the longest text value read (CSV, JSON lines); a longer one fails the file, naming it
+    """Texts read as null."""
     max_field_bytes: ByteSize = Field(ByteSize(64 * 1024**2), ge=1024)
+    """The longest text value read (CSV, JSON lines); a longer one fails the file, naming it."""
 
 
 class BatchLimits(Model):
     file_types: list[FileType] = ["csv"]
+    """File types accepted: csv, json (an array), jsonl, parquet; csv, json and jsonl also gzip
+    (``.gz``) or zstd (``.zst``) compressed."""
     max_file_bytes: ByteSize = ByteSize(100 * 1024**2)
+    """Largest file, counted decompressed; a bigger one is rejected (``file_too_big``)."""
     max_files_per_ingestion: int = Field(100, ge=1)
+    """Most files taken in one ingestion request (CLI ``ingest``, API)."""
     max_files_per_day: int = Field(1000, ge=0)
+    """Files per day; a file beyond it is rejected (``quota_exceeded``)."""
     max_bytes_per_day: ByteSize = ByteSize(10 * 1024**3)
-    #: a worker still on one file after this is killed and the file failed
+    """Bytes per day (decompressed bytes count); beyond it a file is rejected."""
     max_file_secs: float = Field(3600.0, gt=0)
-    #: limits on what a file holds once decompressed; ``max_file_bytes`` counts those bytes too
+    """A worker still on one file after this is killed and the file failed."""
     max_rows_per_file: int = Field(100_000_000, ge=1)
+    """Most rows in one file once decompressed (``too_many_rows``)."""
     max_columns: int = Field(2_000, ge=1)
+    """Most columns in one file, checked on its header (``too_many_columns``)."""
 
 
 class StreamLimits(Model):
     max_messages_per_day: int = Field(10_000_000, ge=0)
+    """Messages per day to the tenant's queue."""
     max_bytes_per_day: ByteSize = ByteSize(10 * 1024**3)
+    """Message bytes per day."""
     max_message_bytes: ByteSize = ByteSize(1024**2)
+    """Largest message; a bigger one is refused."""
 
 
 class AppSpec(Model):
@@ -152,23 +178,35 @@ class AppSpec(Model):
     """
 
     name: Identifier
+    """App name, unique in the profile."""
     kind: Literal["batch", "stream"] = "batch"
+    """``batch`` (files) or ``stream`` (the tenant's queue)."""
     entrypoint: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    """``module:function`` in the tenant's app folder (see docs/apps.md)."""
     tables: list[Identifier] = Field(min_length=1)
+    """Tables the app writes; the first is the target of a single-table result."""
     file_pattern: str = "*"
+    """Batch apps: shell pattern of the file names the app takes."""
     timeout_secs: float = Field(300.0, gt=0)
+    """Longest one call of the app may take; then its process is killed."""
     memory_mb: int = Field(1024, ge=64)
-    #: typed input columns for CSV files (others are read as inferred)
+    """Memory of the app's process (and its children); an app using duckdb needs 1024."""
     input_columns: dict[str, str] = {}
-    # stream micro-batching
+    """Typed input columns for CSV files (others are read as inferred)."""
     batch_max_rows: int = Field(10_000, ge=1)
+    """Stream apps: most messages in one micro-batch."""
     batch_max_bytes: ByteSize = ByteSize(8 * 1024**2)
+    """Stream apps: most bytes in one micro-batch."""
     batch_max_wait_ms: int = Field(500, ge=1)
-    # stream scaling
+    """Stream apps: longest wait to fill a micro-batch."""
     min_instances: int = Field(1, ge=0)
+    """Stream apps: fewest running instances."""
     max_instances: int = Field(4, ge=1)
+    """Stream apps: most running instances."""
     target_backlog: int = Field(5_000, ge=1)
+    """Stream apps: messages waiting above which the monitor adds an instance."""
     target_latency_ms: int = Field(1_000, ge=1)
+    """Stream apps: latency above which the monitor adds an instance."""
 
     @field_validator("input_columns")
     @classmethod
@@ -186,13 +224,21 @@ class TenantProfile(Model):
     """The service profile of one tenant: constraints, tables and apps."""
 
     tenant_id: Identifier
+    """The tenant's id; the profile file must be named ``<tenant_id>.yaml``."""
     namespace: Identifier | None = None
+    """Schema of the tenant's tables in coredms; defaults to tenant_id."""
     enabled: bool = True
+    """A disabled tenant's files wait in staging and its apps do not run."""
     tables: list[TableSpec] = Field(min_length=1)
+    """The tenant's tables (at least one)."""
     batch: BatchLimits = BatchLimits()
+    """Limits of batch ingestion (files)."""
     stream: StreamLimits = StreamLimits()
+    """Limits of stream ingestion (messages)."""
     csv: CsvOptions = CsvOptions()
+    """How CSV files are read."""
     apps: list[AppSpec] = []
+    """The tenant's apps (optional: without one, files load as they are)."""
 
     @model_validator(mode="after")
     def _check(self) -> TenantProfile:
@@ -248,13 +294,15 @@ class TenantProfile(Model):
 
 class SinkSettings(Model):
     kind: Literal["duckdb", "postgres"]
-    #: duckdb: folder of per-tenant database files
+    """duckdb or postgres."""
     path: Path | None = None
+    """duckdb: folder of per-tenant database files."""
     dsn: SecretStr | None = None
-    #: duckdb: memory limit of each connection (keyed tables need room for their index)
+    """postgres: connection string, e.g. ``postgresql://user:pw@host/db`` (kept secret)."""
     memory_limit_mb: int = Field(256, ge=64)
-    #: duckdb: memory limit while a file streams into an unkeyed table (a few row groups)
+    """duckdb: memory limit of each connection (keyed tables need room for their index)."""
     append_memory_limit_mb: int = Field(128, ge=32)
+    """duckdb: memory limit while a file streams into an unkeyed table (a few row groups)."""
 
     @model_validator(mode="after")
     def _check(self) -> SinkSettings:
@@ -267,61 +315,82 @@ class SinkSettings(Model):
 
 class BrokerSettings(Model):
     kind: Literal["embedded", "rabbitmq", "nats"] = "embedded"
+    """embedded (no server), rabbitmq or nats."""
     url: SecretStr | None = None
-    #: embedded broker: folder of its queue databases
+    """rabbitmq or nats: server URL with the platform's credentials (kept secret)."""
     path: Path | None = None
-    #: seconds a delivery stays invisible to others before it is redelivered (not acked)
+    """embedded broker: folder of its queue databases (default ``home/queue``)."""
     lease_secs: float = Field(30.0, gt=0)
-    #: nats: the users file simbdp writes (0600) for the server config to ``include``; unset:
-    #: NATS runs without per-tenant users
+    """Seconds a delivery stays invisible to others before it is redelivered (not acked)."""
     nats_auth_file: Path | None = None
-    #: nats: the server's pid file, to reload it (SIGHUP) after the users file changed
+    """nats: the users file simbdp writes (0600) for the server config to ``include``; unset: NATS
+    runs without per-tenant users."""
     nats_pid_file: Path | None = None
+    """nats: the server's pid file, to reload it (SIGHUP) after the users file changed."""
 
 
 class ApiSettings(Model):
     host: str = "127.0.0.1"
+    """Address the HTTP API listens on."""
     port: int = Field(8470, ge=0, le=65535)
+    """Port of the HTTP API (0: any free port)."""
     tls_cert: Path | None = None
+    """TLS certificate file; with tls_key, the API serves HTTPS."""
     tls_key: Path | None = None
+    """TLS private key file."""
     requests_per_minute: int = Field(600, ge=1)
+    """Requests per minute per API key."""
     upload_bytes_per_minute: ByteSize = ByteSize(2 * 1024**3)
+    """Uploaded bytes per minute per tenant."""
     upload_stall_secs: float = Field(30.0, gt=0)
+    """An upload that sends nothing for this long is dropped."""
 
 
 class AppsSettings(Model):
     """How tenant apps are confined (see :mod:`simbdp.apps.sandbox`)."""
 
-    #: run apps as plain processes where bubblewrap cannot confine them (said in every record)
     unconfined: bool = False
-    #: size of each app process's private writable /tmp
+    """Run apps as plain processes where bubblewrap cannot confine them (said in every record)."""
     tmp_mb: int = Field(64, ge=1, le=65536)
-    #: processes and threads of one app process and its children together
+    """Size of each app process's private writable /tmp."""
     pids_max: int = Field(128, ge=16)
+    """Processes and threads of one app process and its children together."""
 
 
 class PlatformConfig(Model):
     """Where a simbdp installation keeps its state, staging folders and sinks."""
 
     home: Path
-    #: None: SQLite at ``home/state.sqlite``; else a PostgreSQL DSN
+    """The platform home (set by ``--home`` or ``SIMBDP_HOME``, not in the file)."""
     state_dsn: SecretStr | None = None
+    """Unset: SQLite at ``home/state.sqlite``; else a PostgreSQL DSN (kept secret)."""
     sinks: dict[str, SinkSettings] = {}
+    """Sinks by name; ``default`` is DuckDB under ``home/coredms`` unless given."""
     workers: int = Field(2, ge=1)
+    """Files ingested at once (one worker process each)."""
     chunk_bytes: ByteSize = ByteSize(4 * 1024**2)
+    """Bytes of a file handed to an app or a sink at a time."""
     stable_secs: float = Field(0.5, ge=0)
+    """A file found by a rescan is taken once unchanged for this long."""
     rescan_secs: float = Field(5.0, gt=0)
+    """Interval of the staging folders' rescan."""
     job_attempts: int = Field(3, ge=1)
-    #: a file whose sink is unavailable waits (back-off up to ``sink_retry_max_secs``, with
-    #: jitter) for this long before it fails
+    """Attempts of a file whose worker dies before it fails."""
     sink_outage_max_secs: float = Field(6 * 3600.0, gt=0)
+    """A file whose sink is unavailable waits (back-off up to ``sink_retry_max_secs``, with jitter)
+    for this long before it fails."""
     sink_retry_max_secs: float = Field(60.0, gt=0)
-    #: on stop, workers still running after this are killed; their files wait in inflight/
+    """Longest back-off between two tries of a file whose sink is unavailable."""
     stop_grace_secs: float = Field(30.0, ge=0)
+    """On stop, workers still running after this are killed; their files wait in inflight/."""
     report_interval_secs: float = Field(5.0, gt=0)
+    """Interval of the stream instances' reports to the monitor."""
     broker: BrokerSettings = BrokerSettings()
+    """The message broker of the stream path."""
     api: ApiSettings = ApiSettings()
+    """The HTTP API of ``simbdp serve``."""
     apps: AppsSettings = AppsSettings()
+    """How tenant apps are confined."""
 
     @model_validator(mode="after")
     def _defaults(self) -> PlatformConfig:
