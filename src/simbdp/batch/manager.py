@@ -22,6 +22,7 @@ import random
 import signal
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -277,13 +278,10 @@ class BatchIngestManager:
     def _send(self, tenant: str, message: tuple[Any, ...]) -> WorkerProcess:
         """Hand a job to an idle worker, the one warm for this tenant if any; a worker found
         dead is replaced."""
-        while True:
+        while self._idle:
             warm = [w for w in self._idle if w.tenant == tenant]
-            proc = (warm or self._idle or [None])[-1]
-            if proc is None:
-                proc = WorkerProcess()
-            else:
-                self._idle.remove(proc)
+            proc = (warm or self._idle)[-1]
+            self._idle.remove(proc)
             try:
                 if not proc.is_alive():
                     raise BrokenPipeError
@@ -293,6 +291,12 @@ class BatchIngestManager:
                 continue
             proc.tenant = tenant
             return proc
+        proc = WorkerProcess()
+        proc.tenant = tenant
+        # a fresh worker that cannot take it has died: wait() sees that and retries the file
+        with suppress(OSError):
+            proc.send(*message)
+        return proc
 
     def _discard(self, proc: WorkerProcess) -> None:
         if proc.is_alive():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from contextlib import suppress
@@ -118,6 +119,9 @@ def serve_jobs(jobs: Connection, results: Connection) -> None:
 
 
 def main() -> None:
+    # Ctrl-C reaches the whole process group: the manager, not the key, decides when a worker
+    # stops (it lets files in flight finish for stop_grace_secs, then kills their workers)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     jobs = Connection(int(sys.argv[1]), writable=False)
     results = Connection(int(sys.argv[2]), readable=False)
     serve_jobs(jobs, results)
