@@ -11,6 +11,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -58,7 +59,8 @@ def rabbitmq_url() -> Iterator[str]:
 
 @pytest.fixture
 def nats_url() -> str:
-    _require("NATS", "127.0.0.1", 4222)
+    where = urlsplit(NATS_URL)
+    _require("NATS", where.hostname or "127.0.0.1", where.port or 4222)
     return NATS_URL
 
 

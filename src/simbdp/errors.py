@@ -6,6 +6,7 @@
     │   ├── QuotaExceeded      a daily quota is used up; retry after ``retry_after_secs``
     │   ├── SinkUnavailable    the sink cannot be reached or failed transiently
     │   ├── BrokerUnavailable  the broker cannot be reached
+    │   │   └── PublishInterrupted  it went away mid-publish: ``confirmed`` of ``total`` are in
     │   └── DuplicateMessages  a concurrent commit took some message ids; filter and retry
     └── TerminalError          the input itself is at fault; retrying cannot help
         ├── Rejected           a constraint check refused the file or message before any work
@@ -31,6 +32,7 @@ __all__ = [
     "DuplicateMessages",
     "FormatError",
     "KeyConflict",
+    "PublishInterrupted",
     "QuotaExceeded",
     "Rejected",
     "SchemaError",
@@ -81,6 +83,16 @@ class SinkUnavailable(TransientError):
 
 class BrokerUnavailable(TransientError):
     code = "broker_unavailable"
+
+
+class PublishInterrupted(BrokerUnavailable):
+    """The broker failed mid-publish: the first ``confirmed`` of ``total`` messages are on
+    the broker, the rest may or may not be. Publishing them all again is safe (same ids)."""
+
+    def __init__(self, tenant: str, confirmed: int, total: int, reason: str):
+        self.tenant, self.confirmed, self.total = tenant, confirmed, total
+        super().__init__(f"tenant {tenant!r}: the broker failed after {confirmed} of {total} "
+                         f"message(s) were confirmed: {reason}")
 
 
 class DuplicateMessages(TransientError):

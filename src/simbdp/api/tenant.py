@@ -158,20 +158,37 @@ class Published(BaseModel):
 async def publish_messages(
         messages: list[dict[str, Any]] = Body(..., description="JSON objects, one a message"),
         table: str | None = Query(None), id_field: str | None = Query(None),
+        idempotency_key: str | None = Header(None, max_length=200, description=(
+            "message ids become `<key>:<n>`; without it (and without id_field) they are "
+            "`<content hash of the request>:<n>`: a retried request loads once")),
         p: TenantProfile = Depends(tenant_of), svc: Services = Depends(services)) -> Published:
-    """Publish messages to the tenant's queue; returns once the broker has them."""
+    """Publish messages to the tenant's queue; returns once the broker has them.
+
+    Idempotent: retrying the same request (after a timeout or a 503) loads each message once.
+    A broker outage answers 503 with Retry-After; some messages may be in already.
+    """
+    import json
+
+    from simbdp.errors import BrokerUnavailable
     from simbdp.stream.client import make_messages, publish
 
     if not messages:
         return Published(published=0)
     if table is not None and table not in [t.name for t in p.tables]:
         raise ApiError(404, "not_found", f"no table {table!r} for this tenant")
-    msgs = make_messages(messages, id_field=id_field, table=table)
+    prefix = idempotency_key or "req-" + hashlib.sha256(json.dumps(
+        [table, messages], sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:24]
+    msgs = make_messages(messages, id_prefix=prefix, id_field=id_field, table=table)
     big = [m.id for m in msgs if len(m.body) > p.stream.max_message_bytes]
     if big:
         raise ApiError(413, "message_too_large", f"{len(big)} message(s) over "
                        f"{int(p.stream.max_message_bytes)} bytes")
-    await publish(svc.platform, p.tenant_id, msgs)
+    try:
+        await publish(svc.platform, p.tenant_id, msgs)
+    except BrokerUnavailable as e:
+        raise ApiError(503, "broker_unavailable",
+                       f"tenant {p.tenant_id!r}: {e}; retry the same request, it is idempotent",
+                       {"Retry-After": "5"}) from e
     return Published(published=len(msgs))
 
 

@@ -31,7 +31,7 @@ from simbdp.errors import (
     TerminalError,
     TransientError,
 )
-from simbdp.formats import ReadOptions, detect_format, read_batches
+from simbdp.formats import ReadOptions, ReadStats, detect_format, read_batches
 from simbdp.profiles.models import AppSpec, PlatformConfig, TableSpec, TenantProfile
 from simbdp.profiles.types import arrow_type
 from simbdp.quality import conform, dedupe_last, write_rejected
@@ -78,6 +78,8 @@ class JobResult:
     rule_failures: dict[str, int] = field(default_factory=dict)
     #: how the app ran: ``bwrap`` (confined) or ``unconfined``; None without an app
     sandbox: str | None = None
+    #: bytes read once decompressed (the file's size if not compressed): what the file cost
+    decompressed_bytes: int = 0
 
 
 def content_key(path: Path) -> str:
@@ -97,11 +99,15 @@ def _read_options(config: PlatformConfig, profile: TenantProfile, name: str,
         # the file maps straight to the table: read its columns as text and let conform cast
         # them, so a bad value rejects its row instead of failing the whole file
         pinned = {c: pa.string() for c in profile.table(tables[0]).column_names}
+    limits = profile.batch
     return ReadOptions(file_type=ftype, compression=compression, csv=profile.csv,
-                       column_types=pinned if ftype == "csv" else {},
+                       column_types=pinned if ftype == "csv" or (ftype == "jsonl" and app is None)
+                       else {},
                        # small blocks: pyarrow's CSV reader keeps a fixed number of blocks
                        # read ahead; they are grouped back to chunk_bytes for the app
-                       block_bytes=max(256 * 1024, int(config.chunk_bytes) // 4))
+                       block_bytes=max(256 * 1024, int(config.chunk_bytes) // 4),
+                       tenant=profile.tenant_id, max_bytes=int(limits.max_file_bytes),
+                       max_rows=limits.max_rows_per_file, max_columns=limits.max_columns)
 
 
 def _grouped(batches: Iterator[pa.RecordBatch], nbytes: int
@@ -155,6 +161,8 @@ def run_file_job(config: PlatformConfig, profile: TenantProfile, job: FileJob,
         result.outcome, result.reason, result.code = "waiting", str(e), e.code
     except SimbdpError as e:
         result.outcome, result.reason, result.code = "failed", str(e), e.code
+    if result.outcome != "processed":
+        result.rows_loaded = 0  # rolled back: nothing of the file is in the sink
     return result
 
 
@@ -195,8 +203,12 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
         # one table in one sink that takes a stream: the whole file in one statement
         streamed = len(txns) == len(tables) == 1 and all(
             hasattr(t, "write_stream") for t in txns.values())
+        # PostgreSQL text cannot hold a NUL byte: those rows are rejected, not the file
+        refuse_nul = frozenset(t for t, spec in tables.items()
+                               if any(config.sinks[s].kind == "postgres" for s in spec.sinks))
         try:
-            _load(job.path, options, runner, app, tables, txns, result, rejected_file, streamed)
+            _load(job.path, options, runner, app, tables, txns, result, rejected_file, streamed,
+                  refuse_nul)
         except KeyConflict:
             # the fast append met keys already in the table: read again and upsert
             (sink_name,) = txns
@@ -204,7 +216,8 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
             result.rows_in = result.rows_loaded = result.rows_rejected = 0
             result.rule_failures.clear()
             rejected_file.unlink(missing_ok=True)
-            _load(job.path, options, runner, app, tables, txns, result, rejected_file, False)
+            _load(job.path, options, runner, app, tables, txns, result, rejected_file, False,
+                  refuse_nul)
         t0 = time.perf_counter()
         loaded = result.rows_loaded // max(1, len(tables))
         for sink_name, txn in list(txns.items()):
@@ -220,10 +233,11 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
 
 def _load(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
           tables: dict[str, TableSpec], txns: dict[str, SinkTransaction], result: JobResult,
-          rejected_file: Path, streamed: bool) -> None:
+          rejected_file: Path, streamed: bool, refuse_nul: frozenset[str] = frozenset()
+          ) -> None:
     """Read -> app -> conform in a thread while the sinks write the previous chunk."""
     started = time.perf_counter()
-    outputs = _outputs(path, options, runner, app, tables, result, rejected_file)
+    outputs = _outputs(path, options, runner, app, tables, result, rejected_file, refuse_nul)
     with _Prefetch(outputs) as chunks:
         if streamed:
             (txn,), (table,) = txns.values(), tables.values()
@@ -291,12 +305,15 @@ class _Prefetch(Generic[T]):
 
 
 def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
-             tables: dict[str, TableSpec], result: JobResult, rejected_file: Path
+             tables: dict[str, TableSpec], result: JobResult, rejected_file: Path,
+             refuse_nul: frozenset[str] = frozenset()
              ) -> Generator[tuple[TableSpec, pa.Table], None, None]:
     """Read -> app -> conform, chunk by chunk: the rows that fit each target table. The next
     chunk is read (in a thread of its own) while the app works on this one."""
     names = tuple(tables)
-    reading = _grouped(_timed(read_batches(path, options), result), 4 * options.block_bytes)
+    stats = ReadStats()
+    reading = _grouped(_timed(_counted(read_batches(path, options, stats), stats, result),
+                              result), 4 * options.block_bytes)
     with _Prefetch(reading) as chunks:
         for i, chunk in enumerate(chunks):
             result.rows_in += chunk.num_rows
@@ -309,12 +326,23 @@ def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: Ap
                 outputs = {names[0]: chunk}
             result.app_secs += time.perf_counter() - t0
             for tname, data in outputs.items():
-                yield from _conformed(tables[tname], data, path, result, rejected_file)
+                yield from _conformed(tables[tname], data, path, result, rejected_file,
+                                      tname in refuse_nul)
+
+
+def _counted(batches: Iterator[pa.RecordBatch], stats: ReadStats, result: JobResult
+             ) -> Iterator[pa.RecordBatch]:
+    """Keep ``decompressed_bytes`` current, also when reading stops with an error."""
+    try:
+        yield from batches
+    finally:
+        result.decompressed_bytes = stats.bytes_read
 
 
 def _conformed(table: TableSpec, data: pa.Table, path: Path, result: JobResult,
-               rejected_file: Path) -> Iterator[tuple[TableSpec, pa.Table]]:
-    conformed = conform(data, table, path.name)
+               rejected_file: Path, refuse_nul: bool = False
+               ) -> Iterator[tuple[TableSpec, pa.Table]]:
+    conformed = conform(data, table, path.name, refuse_nul=refuse_nul)
     good = conformed.good
     if table.primary_key and good.num_rows:
         good = dedupe_last(good, table.primary_key)

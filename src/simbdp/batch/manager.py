@@ -423,12 +423,15 @@ class BatchIngestManager:
             result.reason = f"gave up after {job.attempt} attempts: {result.reason}"
         folder = {"processed": "processed", "duplicate": "rejected", "rejected": "rejected",
                   "failed": "failed"}[outcome]
+        # the daily byte quota counts what was really read, not the compressed size: a file
+        # rejected at a limit (a gzip bomb) counts what was read up to it
+        day, decompressed = job.quota_day or today(), result.decompressed_bytes or None
         if outcome in ("duplicate", "rejected"):
-            self.store.release_files(tenant, job.quota_day, 1, job.nbytes)
-        decompressed: int | None = getattr(result, "decompressed_bytes", None)
-        if decompressed is not None and decompressed > job.nbytes and outcome != "duplicate":
-            # the daily byte quota counts what was really read, not the compressed size
-            self.store.add_bytes(tenant, job.quota_day or today(), decompressed - job.nbytes)
+            self.store.release_files(tenant, day, 1, job.nbytes)
+            if outcome == "rejected" and decompressed:
+                self.store.add_bytes(tenant, day, decompressed)
+        elif decompressed and decompressed > job.nbytes:
+            self.store.add_bytes(tenant, day, decompressed - job.nbytes)
         details = {"reason": result.reason, "code": result.code, "record": job.record_id,
                    "content_key": result.content_key, **stats,
                    "rejected_rows_file": result.rejected_rows_file,

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from simbdp.cli.common import console, err_console, load
-from simbdp.errors import ConfigError
+from simbdp.errors import BrokerUnavailable, ConfigError, PublishInterrupted
 from simbdp.profiles import Platform
 from simbdp.state import StateStore
 
@@ -82,15 +82,21 @@ def status(tenant: str | None = typer.Option(None, "--tenant", "-t"),
     platform = load(home)
     store = StateStore.open(platform.config)
     t = Table(title="stream apps")
-    for col in ("tenant", "app", "instances wanted", "paused", "last report", "backlog"):
+    for col in ("tenant", "app", "instances wanted", "paused", "last report", "backlog",
+                "last broker outage"):
         t.add_column(col)
+    outages: dict[tuple[str, str], str] = {}
+    for d in store.decisions(tenant, limit=1000):  # newest first
+        if d["action"] == "broker_reconnected":
+            outages.setdefault((d["tenant"], d["app"]), d["reason"])
     for r in store.desired():
         if tenant and r["tenant"] != tenant:
             continue
         last = store.stream_reports(r["tenant"], r["app"], limit=1)
         t.add_row(r["tenant"], r["app"], str(r["instances"]), r["paused_reason"] or "",
                   f"{last[0]['messages']} msgs" if last else "-",
-                  str(last[0]["backlog"]) if last else "-")
+                  str(last[0]["backlog"]) if last else "-",
+                  outages.get((r["tenant"], r["app"]), "-"))
     console.print(t)
     d = Table(title="recent decisions")
     for col in ("tenant", "app", "action", "before", "after", "reason"):
@@ -111,5 +117,15 @@ def publish(file: Path = typer.Argument(..., help="a JSON-lines file, one messag
     from simbdp.stream.client import publish_jsonl
 
     platform = load(home)
-    n = publish_jsonl(platform, tenant, file, rate=rate, id_field=id_field, table=table)
+    try:
+        n = publish_jsonl(platform, tenant, file, rate=rate, id_field=id_field, table=table)
+    except PublishInterrupted as e:
+        err_console.print(f"[red]error[/red] {e}\n{e.confirmed} of {e.total} message(s) were "
+                          "confirmed; publishing the same file again is safe (the ids are "
+                          "derived from its content, so confirmed messages load once)")
+        raise typer.Exit(1) from e
+    except BrokerUnavailable as e:
+        err_console.print(f"[red]error[/red] tenant {tenant!r}: no batch of messages was "
+                          f"confirmed: {e}\npublishing the same file again is safe")
+        raise typer.Exit(1) from e
     console.print(f"published {n} message(s) for tenant {tenant!r}")

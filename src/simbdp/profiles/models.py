@@ -122,6 +122,8 @@ class CsvOptions(Model):
     quote_char: str = Field('"', min_length=1, max_length=1)
     header: bool = True
     null_values: list[str] = [""]
+    #: the longest text value read (CSV, JSON lines); a longer one fails the file, naming it
+    max_field_bytes: ByteSize = Field(ByteSize(64 * 1024**2), ge=1024)
 
 
 class BatchLimits(Model):
@@ -132,6 +134,9 @@ class BatchLimits(Model):
     max_bytes_per_day: ByteSize = ByteSize(10 * 1024**3)
     #: a worker still on one file after this is killed and the file failed
     max_file_secs: float = Field(3600.0, gt=0)
+    #: limits on what a file holds once decompressed; ``max_file_bytes`` counts those bytes too
+    max_rows_per_file: int = Field(100_000_000, ge=1)
+    max_columns: int = Field(2_000, ge=1)
 
 
 class StreamLimits(Model):

@@ -97,10 +97,13 @@ def _as_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
         return pa.chunked_array([pa.array([str(x) for x in col.to_pylist()], pa.string())])
 
 
-def conform(batch: pa.RecordBatch | pa.Table, table: TableSpec, source: str) -> Conformed:
+def conform(batch: pa.RecordBatch | pa.Table, table: TableSpec, source: str, *,
+            refuse_nul: bool = False) -> Conformed:
     """Cast ``batch`` to ``table``'s schema; split off rows that do not fit, with reasons.
 
-    Raises SchemaError when a required column is missing or unexpected columns are present.
+    ``refuse_nul`` rejects the rows whose text holds a NUL byte (for sinks such as PostgreSQL
+    whose text cannot store one; DuckDB can). Raises SchemaError when a required column is
+    missing or unexpected columns are present.
     """
     data = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
     wanted = table.column_names
@@ -136,6 +139,12 @@ def conform(batch: pa.RecordBatch | pa.Table, table: TableSpec, source: str) -> 
                 nulls = pc.and_(nulls, pc.invert(failed))
             reasons.append(pc.if_else(nulls, f"column '{col.name}' is null but required",
                                       pa.scalar(None, pa.string())))
+        if refuse_nul and pa.types.is_string(target):
+            nul = pc.fill_null(pc.match_substring(cast, "\x00"), False)
+            if pc.any(nul).as_py():
+                reasons.append(pc.if_else(
+                    nul, f"column '{col.name}': text holds a NUL byte (\\0), which the "
+                    "PostgreSQL sink cannot store", pa.scalar(None, pa.string())))
         columns.append(cast)
     by_name = dict(zip(wanted, columns, strict=True))
     for rule in table.quality:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from simbdp.errors import BrokerUnavailable, PublishInterrupted
 from simbdp.profiles import Platform
 from simbdp.stream.brokers import OutMessage, TenantCredentials, open_broker
 
@@ -21,7 +22,8 @@ __all__ = ["issue_broker_credentials", "make_messages", "publish", "publish_json
 def make_messages(rows: Iterable[dict[str, Any] | bytes], *, id_prefix: str | None = None,
                   id_field: str | None = None, table: str | None = None) -> list[OutMessage]:
     """Messages with ids (a field's value, ``<prefix>:<n>``, or a random uuid) and the
-    publish time; ``table`` names the target table (header ``table``)."""
+    publish time; ``table`` names the target table (header ``table``). Callers that may
+    retry (the CLI, the API) pass a prefix derived from the content, so a retry loads once."""
     now = time.time()
     headers = {"table": table} if table else {}
     out = []
@@ -39,18 +41,29 @@ def make_messages(rows: Iterable[dict[str, Any] | bytes], *, id_prefix: str | No
 
 async def publish(platform: Platform, tenant: str, messages: list[OutMessage], *,
                   batch: int = 1000, rate: float | None = None) -> int:
-    """Publish durably (confirmed by the broker), ``batch`` at a time, at most ``rate``/s."""
+    """Publish durably (confirmed by the broker), ``batch`` at a time, at most ``rate``/s.
+
+    Raises BrokerUnavailable (nothing confirmed), PublishInterrupted (the broker failed after
+    some batches were confirmed: it says how many), ConfigError (unknown tenant).
+    """
     platform.tenant(tenant)
     broker = open_broker(platform.config.broker)
-    await broker.connect()
+    confirmed = 0
     try:
+        await broker.connect()
         await broker.ensure_tenant(tenant)
         started = time.monotonic()
         for i in range(0, len(messages), batch):
             chunk = messages[i:i + batch]
             now = time.time()
             chunk = [OutMessage(m.id, m.body, now, m.headers) for m in chunk]
-            await broker.publish(tenant, chunk)
+            try:
+                await broker.publish(tenant, chunk)
+            except BrokerUnavailable as e:
+                if confirmed:
+                    raise PublishInterrupted(tenant, confirmed, len(messages), str(e)) from e
+                raise
+            confirmed += len(chunk)
             if rate:
                 ahead = (i + len(chunk)) / rate - (time.monotonic() - started)
                 if ahead > 0:

@@ -6,6 +6,12 @@ sink holding the rows and the message ids -> only then ack. Poison messages (bad
 a table the tenant does not own, rows the table refuses, an app failure) go to the tenant's
 dead-letter queue with the reason. Every ``report_interval_secs`` a report goes to the monitor.
 
+A broker outage is waited out (back-off with jitter, however long it lasts) and reported once
+it ends (log ``broker_reconnected``, ``broker_outage_secs`` in the next report). The loop
+touches a heartbeat file (``heartbeat_path``) the manager watches; SIGTERM drains the batch in
+flight and ends the process within ``STOP_DEADLINE_SECS`` whatever it is waiting on; the
+instance also stops when the manager that started it dies.
+
 Run it as ``python -m simbdp.stream.consumer --home H --tenant T --app A --instance I``.
 """
 
@@ -13,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import os
 import random
 import signal
 import statistics
+import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -30,17 +39,31 @@ import pyarrow.compute as pc
 from simbdp.apps import AppContext, AppRunner
 from simbdp.apps.sandbox import sandbox_mode
 from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction, open_sink
-from simbdp.errors import AppFailed, DuplicateMessages, SchemaError, SinkUnavailable
+from simbdp.errors import (
+    AppFailed,
+    BrokerUnavailable,
+    DuplicateMessages,
+    SchemaError,
+    SinkUnavailable,
+)
 from simbdp.observe.logs import configure_logging, get_logger
 from simbdp.profiles import Platform, load_platform
 from simbdp.quality import conform, dedupe_last
 from simbdp.stream.brokers import Broker, Delivery, open_broker
 from simbdp.stream.decode import MSG_COLUMN, decode_batch
+from simbdp.stream.retry import Backoff, Outage
 
-__all__ = ["StreamInstance", "main"]
+__all__ = ["StreamInstance", "heartbeat_path", "main"]
 
 RETRY_BASE_SECS = 0.2
 RETRY_ATTEMPTS = 8
+STOP_DEADLINE_SECS = 10.0  # after SIGTERM, the process ends by then whatever it waits on
+POISON_REASONS_LOGGED = 3  # per micro-batch: one log line with counts and the first reasons
+
+
+def heartbeat_path(home: Path, instance: str) -> Path:
+    """The file an instance touches while its loop runs; the manager watches its mtime."""
+    return home / "run" / "stream" / f"{instance}.alive"
 
 
 @dataclass
@@ -66,6 +89,17 @@ class StreamInstance:
         self._sinks: dict[str, Sink] = {}
         self._runner: AppRunner | None = None
         self._open_txn: SinkTransaction | None = None
+        self._outage = Outage(self.log)
+        self._backoff = Backoff()
+        self._beat_file = heartbeat_path(self.config.home, instance)
+        self._beat_at = 0.0
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if now - self._beat_at >= 1.0:
+            self._beat_at = now
+            self._beat_file.parent.mkdir(parents=True, exist_ok=True)
+            self._beat_file.touch()
 
     def _sink(self, name: str) -> Sink:
         if name not in self._sinks:
@@ -74,8 +108,8 @@ class StreamInstance:
 
     # main loop ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        await self.broker.connect()
-        await self.broker.ensure_tenant(self.tenant)
+        self._beat()
+        await self._connect(stop)
         with ExitStack() as stack:
             names = {s for t in self.spec.tables for s in self.profile.table(t).sinks}
             if not await self._retrying("ensure_tables", lambda: [
@@ -92,22 +126,64 @@ class StreamInstance:
             writing: asyncio.Task[None] | None = None
             try:
                 while not stop.is_set():
-                    batch = await self._collect(stop, writing)
-                    if writing is not None:
-                        await writing
+                    self._beat()
+                    try:
+                        batch = await self._collect(stop, writing)
+                        self._broker_ok()
+                        if writing is not None:
+                            await self._await_writing(writing)
+                            writing = None
+                        if batch:
+                            writing = asyncio.create_task(self._process(batch))
+                        if time.monotonic() >= next_report:
+                            await self._report()
+                            next_report = time.monotonic() + self.config.report_interval_secs
+                    except BrokerUnavailable as e:
+                        await self._settle(writing)  # its deliveries come back if unacked
                         writing = None
-                    if batch:
-                        writing = asyncio.create_task(self._process(batch))
-                    if time.monotonic() >= next_report:
-                        await self._report()
-                        next_report = time.monotonic() + self.config.report_interval_secs
+                        self._outage.lost(str(e))
+                        await self.broker.close()
+                        await self._connect(stop)
             finally:
-                if writing is not None:
-                    await writing  # a stop drains the batch in flight
-            await self._report()
+                await self._settle(writing)  # a stop drains the batch in flight
+            if self._outage.since is None:  # with the broker away, a stop does not wait
+                with contextlib.suppress(BrokerUnavailable, TimeoutError):
+                    await asyncio.wait_for(self._report(), 3)
         for s in self._sinks.values():
             s.close()
         await self.broker.close()
+
+    async def _connect(self, stop: asyncio.Event) -> None:
+        """Connect and declare the tenant's queues, waiting out an outage (or a stop)."""
+        while not stop.is_set():
+            self._beat()
+            try:
+                await self.broker.connect()
+                await self.broker.ensure_tenant(self.tenant)
+                return
+            except BrokerUnavailable as e:
+                self._outage.lost(str(e))
+                await self.broker.close()
+                await self._backoff.wait(stop)
+
+    def _broker_ok(self) -> None:
+        if self._outage.since is not None:
+            self._outage.back()
+        self._backoff.reset()
+
+    async def _await_writing(self, writing: asyncio.Task[None]) -> None:
+        while not writing.done():  # the batch is worked on in threads: still alive
+            await asyncio.wait({writing}, timeout=1.0)
+            self._beat()
+        writing.result()
+
+    async def _settle(self, writing: asyncio.Task[None] | None) -> None:
+        if writing is None:
+            return
+        try:
+            await self._await_writing(writing)
+        except BrokerUnavailable as e:
+            self._outage.lost(str(e))  # committed rows stay; unacked messages come back
 
     async def _collect(self, stop: asyncio.Event, writing: asyncio.Task[None] | None
                        ) -> list[Delivery]:
@@ -145,6 +221,7 @@ class StreamInstance:
                 self.log.warning("sink_retry", step=what, attempt=attempt, delay_secs=delay,
                                  reason=str(e))
                 await asyncio.sleep(delay)
+                self._beat()
         return False
 
     async def _process(self, batch: list[Delivery]) -> None:
@@ -211,7 +288,9 @@ class StreamInstance:
         keep = [d for d in good if d.id not in bad_ids]
         for d, reason in poison:
             await self.broker.dead_letter(self.tenant, d, reason)
-            self.log.warning("dead_lettered", message=d.id, reason=reason)
+        if poison:  # one line per micro-batch, not one per message
+            self.log.warning("dead_lettered", count=len(poison), batch=len(batch),
+                             first=[f"{d.id}: {r}" for d, r in poison[:POISON_REASONS_LOGGED]])
         if keep:
             await self._commit(outputs, keep, bad_ids)
         w = self._window
@@ -325,7 +404,12 @@ class StreamInstance:
             "backlog": await self.broker.backlog(self.tenant),
             "sandbox": sandbox_mode() if self._runner is not None else None,
         }
+        last = self._outage.last
+        if last is not None:
+            report["broker_outage_start"] = last["outage_start"]
+            report["broker_outage_secs"] = last["outage_secs"]
         await self.broker.publish_report(report)
+        self._outage.last = None  # reported once
 
 
 def _fault_point(home: Path, name: str) -> None:
@@ -334,15 +418,48 @@ def _fault_point(home: Path, name: str) -> None:
         os._exit(137)
 
 
-async def _amain(home: Path, tenant: str, app: str, instance: str) -> None:
+def _die_with_parent(parent: int | None) -> None:
+    """SIGTERM this process when the manager that started it dies (Linux PDEATHSIG); if it
+    died before this ran, stop now."""
+    if parent is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _amain(home: Path, tenant: str, app: str, instance: str, parent: int | None
+                 ) -> None:
     platform = load_platform(home)
     configure_logging(platform.config.home / "logs" / "simbdp.jsonl")
+    log = get_logger("simbdp.stream", tenant=tenant, app=app, instance=instance)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        log.info("instance_stopping", signal=sig.name, deadline_secs=STOP_DEADLINE_SECS)
+
+        def hard_stop() -> None:
+            log.error("instance_stop_overdue", deadline_secs=STOP_DEADLINE_SECS,
+                      reason="did not drain in time; exiting (unacked messages come back)")
+            os._exit(143)
+        timer = threading.Timer(STOP_DEADLINE_SECS, hard_stop)
+        timer.daemon = True
+        timer.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
+    _die_with_parent(parent)
     broker = open_broker(platform.config.broker)
-    await StreamInstance(platform, tenant, app, instance, broker).run(stop)
+    try:
+        await StreamInstance(platform, tenant, app, instance, broker).run(stop)
+    finally:
+        heartbeat_path(platform.config.home, instance).unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -351,8 +468,10 @@ def main() -> None:
     ap.add_argument("--tenant", required=True)
     ap.add_argument("--app", required=True)
     ap.add_argument("--instance", required=True)
+    ap.add_argument("--parent-pid", type=int, default=None,
+                    help="the manager's pid: stop when it dies")
     a = ap.parse_args()
-    asyncio.run(_amain(a.home, a.tenant, a.app, a.instance))
+    asyncio.run(_amain(a.home, a.tenant, a.app, a.instance, a.parent_pid))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,17 @@
 desired count in the state store (set by ``simbdp stream``, the API and the monitor).
 
 Each instance is a process (``python -m simbdp.stream.consumer``). A crashed instance is
-restarted with exponential back-off; a stop sends SIGTERM, the instance drains its batch in
-flight and exits, and is killed after ``grace_secs`` if it does not.
+restarted with exponential back-off, reset once an instance has run ``healthy_secs``; a stop
+sends SIGTERM, the instance drains its batch in flight and exits, and is killed after
+``grace_secs`` if it does not. An instance whose heartbeat file has not been touched for
+``stuck_secs`` is stuck: it is killed and restarted. Instances die with the manager: Linux
+sends them SIGTERM when the thread that started them ends, so call ``reconcile`` from the one
+long-lived thread that runs the manager (``run``).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from simbdp.observe.logs import get_logger
 from simbdp.profiles import Platform
 from simbdp.state import StateStore
+from simbdp.stream.consumer import heartbeat_path
 
 __all__ = ["StreamManager"]
 
@@ -28,6 +34,7 @@ class _Instance:
     id: str
     proc: subprocess.Popen[bytes]
     started: float = field(default_factory=time.monotonic)
+    stuck: bool = False
 
 
 @dataclass
@@ -41,10 +48,15 @@ class _AppState:
 class StreamManager:
     """Reconciles desired and running stream instances, per (tenant, app)."""
 
-    def __init__(self, platform: Platform, store: StateStore, *, grace_secs: float = 30.0,
-                 poll_secs: float = 0.5):
+    def __init__(self, platform: Platform, store: StateStore, *, grace_secs: float = 10.0,
+                 poll_secs: float = 0.5, healthy_secs: float = 60.0,
+                 stuck_secs: float | None = None):
         self.platform, self.store = platform, store
         self.grace_secs, self.poll_secs = grace_secs, poll_secs
+        self.healthy_secs = healthy_secs
+        # an instance beats at least every second while its loop runs; a broker call is
+        # bounded (15 s), so ten report intervals of silence mean it is stuck
+        self.stuck_secs = stuck_secs or max(30.0, 10 * platform.config.report_interval_secs)
         self.apps: dict[tuple[str, str], _AppState] = {}
         self.log = get_logger("simbdp.stream.manager")
 
@@ -53,7 +65,7 @@ class StreamManager:
         proc = subprocess.Popen(
             [sys.executable, "-m", "simbdp.stream.consumer", "--home",
              str(self.platform.config.home), "--tenant", tenant, "--app", app,
-             "--instance", iid], stdin=subprocess.DEVNULL)
+             "--instance", iid, "--parent-pid", str(os.getpid())], stdin=subprocess.DEVNULL)
         self.log.info("instance_started", tenant=tenant, app=app, instance=iid, pid=proc.pid)
         return _Instance(iid, proc)
 
@@ -65,14 +77,21 @@ class StreamManager:
         for key in set(desired) | set(self.apps):
             st = self.apps.setdefault(key, _AppState())
             want = desired.get(key, 0)
+            for inst in st.instances:
+                self._kill_if_stuck(key, inst)
             for inst in [i for i in st.instances if i.proc.poll() is not None]:
                 st.instances.remove(inst)
+                self._forget(inst)
                 code = inst.proc.returncode
+                if now - inst.started >= self.healthy_secs:
+                    st.restarts = 0  # it ran well for a while: this is a fresh crash
                 st.restarts += 1
                 delay = min(30.0, 0.5 * 2 ** min(st.restarts, 6))
                 st.next_start = now + delay
                 self.store.add_decision(key[0], key[1], "restart",
-                                        f"instance {inst.id} exited with code {code}; "
+                                        f"instance {inst.id} "
+                                        f"{'was stuck (no heartbeat), ' if inst.stuck else ''}"
+                                        f"exited with code {code}; "
                                         f"restarting in {delay:.1f} s",
                                         len(st.instances) + 1, len(st.instances))
                 self.log.warning("instance_died", tenant=key[0], app=key[1], instance=inst.id,
@@ -87,8 +106,28 @@ class StreamManager:
             for inst in list(st.stopping):
                 if inst.proc.poll() is not None:
                     st.stopping.remove(inst)
+                    self._forget(inst)
                 elif now - inst.started > self.grace_secs:
                     inst.proc.kill()
+
+    def _kill_if_stuck(self, key: tuple[str, str], inst: _Instance) -> None:
+        if inst.proc.poll() is not None:
+            return
+        try:
+            silent = time.time() - heartbeat_path(self.platform.config.home,
+                                                  inst.id).stat().st_mtime
+        except FileNotFoundError:  # not started yet: count from its start
+            silent = time.monotonic() - inst.started
+        if silent > self.stuck_secs:
+            self.log.error("instance_stuck", tenant=key[0], app=key[1], instance=inst.id,
+                           silent_secs=round(silent, 1),
+                           reason=f"no heartbeat for {silent:.0f} s; killing it to restart")
+            inst.stuck = True
+            inst.proc.kill()
+            inst.proc.wait()
+
+    def _forget(self, inst: _Instance) -> None:
+        heartbeat_path(self.platform.config.home, inst.id).unlink(missing_ok=True)
 
     def status(self) -> dict[tuple[str, str], int]:
         return {k: len(v.instances) for k, v in self.apps.items()}
@@ -115,4 +154,7 @@ class StreamManager:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for st in self.apps.values():
+            for inst in st.instances + st.stopping:
+                self._forget(inst)
         self.apps.clear()

@@ -6,21 +6,29 @@ Scaling: backlog above the app's ``target_backlog`` or p99 latency above
 ``max_instances``); no backlog and (almost) no messages in ``idle_windows`` consecutive
 evaluations removes one (down to ``min_instances``); after any change the app is left alone
 for ``cooldown_secs``, so it does not flap. Every decision is a record with its reason.
+
+The monitor waits out broker outages like an instance does (``stream/retry.py``) and records
+each instance's outage, as its report tells it, as a ``broker_reconnected`` decision. A
+watchdog restarts its loop, with a fresh broker connection, when the loop has not come round
+for ``stuck_secs``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from simbdp.errors import BrokerUnavailable
 from simbdp.observe.logs import get_logger
 from simbdp.profiles import Platform
 from simbdp.profiles.models import AppSpec, TenantProfile
 from simbdp.state import StateStore, today
 from simbdp.stream.brokers import Broker, open_broker
+from simbdp.stream.retry import Backoff, Outage
 
 __all__ = ["Decision", "ScalingPolicy", "StreamMonitor"]
 
@@ -77,18 +85,26 @@ class StreamMonitor:
     """Consumes reports from the broker; quota enforcement and scaling decisions."""
 
     def __init__(self, platform: Platform, store: StateStore,
-                 policy: ScalingPolicy | None = None):
+                 policy: ScalingPolicy | None = None, *, stuck_secs: float | None = None):
         self.platform, self.store = platform, store
         self.policy = policy or ScalingPolicy(
             cooldown_secs=2 * platform.config.report_interval_secs)
         self.log = get_logger("simbdp.stream.monitor")
         self._window: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.stuck_secs = stuck_secs or max(30.0, 10 * platform.config.report_interval_secs)
+        self._beat = time.monotonic()
 
     # reports ------------------------------------------------------------------------------
     def ingest_reports(self, reports: list[dict[str, Any]]) -> None:
         for r in reports:
             if r.get("tenant") not in self.platform.tenants:
                 continue
+            start, secs = r.pop("broker_outage_start", None), r.pop("broker_outage_secs", None)
+            if secs is not None:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))
+                self.store.add_decision(
+                    r["tenant"], r["app"], "broker_reconnected",
+                    f"instance {r['instance']}: broker away {secs:.1f} s from {when} UTC")
             self.store.add_stream_report(r)
             self.store.add_messages(r["tenant"], today(r["window_end"]), r["messages"],
                                     r["bytes"])
@@ -151,17 +167,53 @@ class StreamMonitor:
 
     # loop --------------------------------------------------------------------------------
     async def _loop(self, stop: threading.Event, broker: Broker) -> None:
-        await broker.connect()
+        outage, backoff = Outage(self.log), Backoff()
         interval = self.platform.config.report_interval_secs
         next_eval = time.monotonic() + interval
         while not stop.is_set():
-            reports = await broker.fetch_reports(1000, min(0.5, interval))
+            self._beat = time.monotonic()
+            try:
+                await broker.connect()
+                reports = await broker.fetch_reports(1000, min(0.5, interval))
+            except BrokerUnavailable as e:
+                outage.lost(str(e))
+                await broker.close()
+                await backoff.wait(stop)
+                continue
+            outage.back()
+            backoff.reset()
             self.ingest_reports(reports)
             if time.monotonic() >= next_eval:
                 self.evaluate()
                 next_eval = time.monotonic() + interval
         await broker.close()
 
+    async def _supervised(self, stop: threading.Event) -> None:
+        broker = open_broker(self.platform.config.broker)
+        self._beat = time.monotonic()
+        task = asyncio.create_task(self._loop(stop, broker))
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=1.0)
+                silent = time.monotonic() - self._beat
+                if not task.done() and silent > self.stuck_secs:
+                    self.log.error("monitor_stuck", silent_secs=round(silent, 1),
+                                   reason="the report loop has not come round; restarting it")
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    return
+            task.result()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(broker.close(), 5)
+
     def run(self, stop: threading.Event) -> None:
-        """Run until ``stop`` is set (in its own thread and event loop)."""
-        asyncio.run(self._loop(stop, open_broker(self.platform.config.broker)))
+        """Run until ``stop`` is set (in its own thread and event loop); a loop that is
+        stuck or fails is logged and started again."""
+        while not stop.is_set():
+            try:
+                asyncio.run(self._supervised(stop))
+            except Exception as e:  # keep monitoring: scaling and quotas depend on it
+                self.log.error("monitor_failed", reason=f"{type(e).__name__}: {e}")
+                stop.wait(1.0)

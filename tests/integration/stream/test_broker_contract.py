@@ -188,3 +188,31 @@ def test_rabbitmq_restart_keeps_messages(rabbitmq_url, unique_prefix):
         await b2.purge("acme")
         await b2.close()
     run(go())
+
+
+@pytest.mark.nats
+def test_nats_confirmed_publish_survives_a_server_sigkill(own_nats, unique_prefix):
+    """Acknowledged means on disk: a current nats-server with ``sync_interval: always``,
+    SIGKILLed right after the confirmed publish, still has the message once restarted."""
+    varz = own_nats.varz()
+    assert varz["jetstream"]["config"]["sync_always"] is True, varz["version"]
+    settings = BrokerSettings(kind="nats", url=own_nats.url, lease_secs=1)
+
+    async def send() -> None:
+        b = open_broker(settings, unique_prefix)
+        await b.ensure_tenant("acme")
+        await b.publish("acme", msgs(1, "kept"))  # returns once the PubAck came
+        own_nats.kill()  # SIGKILL: no shutdown, no flush
+        await b.close()
+    run(send())
+    own_nats.start()  # same store directory
+
+    async def find() -> list[str]:
+        b = open_broker(settings, unique_prefix)
+        try:
+            got = await _drain(b, "acme", 1, secs=10)
+            await b.ack("acme", got)
+            return [d.id for d in got]
+        finally:
+            await b.close()
+    assert run(find()) == ["kept0"]

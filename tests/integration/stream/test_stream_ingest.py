@@ -210,3 +210,19 @@ def test_rabbitmq_restart_mid_consumption_loses_and_duplicates_nothing(make_stre
         manager.shutdown()
     assert env.count() == 3000
     assert env.dead_letters() == []
+
+
+def test_poison_is_logged_once_per_micro_batch(make_stream_env):
+    from structlog.testing import capture_logs
+
+    env = make_stream_env([stream_tenant(batch_max_rows=500, batch_max_wait_ms=500)])
+    env.publish("acme", [b"{broken"] * 120 + [b"[1]"] * 80, id_prefix="bad")
+    env.publish("acme", rows(10), id_field="id")
+    with capture_logs() as logs:
+        env.drain()
+    assert env.count() == 10
+    assert len(env.dead_letters()) == 200  # every reason is in the dead-letter queue
+    lines = [e for e in logs if e["event"] == "dead_lettered"]
+    assert 1 <= len(lines) <= 2, len(lines)  # one per micro-batch, not 200
+    assert sum(e["count"] for e in lines) == 200
+    assert len(lines[0]["first"]) == 3 and "not valid JSON" in lines[0]["first"][0]

@@ -5,6 +5,10 @@ one durable pull consumer shared by the tenant's instances (explicit ack, ``ack_
 ``lease_secs``), and a stream ``<PREFIX>_<TENANT>_DLQ`` for dead letters. Publishes carry
 ``Nats-Msg-Id`` (server-side dedup window) and wait for the PubAck.
 
+No client-side reconnection: a lost connection makes every call raise ``BrokerUnavailable``
+at once, and the caller closes the broker and reconnects with back-off (``stream/retry.py``);
+the streams and durable consumers live on the server, so nothing else needs restoring.
+
 An acknowledged publish survives a server crash only with ``sync_interval: always`` in the
 server's JetStream config (NATS 2.10+; the default syncs every two minutes).
 
@@ -68,8 +72,9 @@ class NatsBroker:
         return f"{self.prefix}_{tenant}".upper()
 
     async def connect(self) -> None:
-        if self._nc is not None:
+        if self._nc is not None and self._nc.is_connected:
             return
+        await self.close()  # a connection lost since: start afresh
         if self.settings.nats_auth_file is None and not NatsBroker._said_no_users:
             NatsBroker._said_no_users = True
             get_logger("simbdp.stream").info(
@@ -77,15 +82,23 @@ class NatsBroker:
                 "runs without per-tenant users; any client that reaches it may publish to "
                 "every tenant's subjects")
         try:
-            self._nc = await nats.connect(self.url, connect_timeout=5, max_reconnect_attempts=3)
+            # one quick attempt: nats-py 2.16 with allow_reconnect=False waits forever on a
+            # server that is down; the caller's back-off does the waiting
+            self._nc = await asyncio.wait_for(nats.connect(
+                self.url, connect_timeout=5, max_reconnect_attempts=1, reconnect_time_wait=0.1,
+                error_cb=_quiet), 7)
         except _ERRORS as e:
             raise BrokerUnavailable(f"NATS connection failed: {e}") from e
         self._js = self._nc.jetstream()
 
+    def _check_alive(self) -> None:
+        if self._nc is None or not self._nc.is_connected:
+            raise BrokerUnavailable("NATS: the connection is lost or was never opened")
+
     async def close(self) -> None:
         if self._nc is not None:
             with contextlib.suppress(*_ERRORS):
-                await self._nc.close()
+                await asyncio.wait_for(self._nc.close(), 5)
         self._nc = self._js = None
         self._subs.clear()
         self._declared.clear()
@@ -149,8 +162,9 @@ class NatsBroker:
         deadline = time.monotonic() + secs
         while True:
             try:
-                nc = await nats.connect(creds.url, connect_timeout=2, allow_reconnect=False,
-                                        max_reconnect_attempts=0, error_cb=_quiet)
+                nc = await asyncio.wait_for(nats.connect(
+                    creds.url, connect_timeout=2, max_reconnect_attempts=1,
+                    reconnect_time_wait=0.1, error_cb=_quiet), 4)
                 await nc.close()
                 return
             except _ERRORS as e:
@@ -183,8 +197,10 @@ class NatsBroker:
         return self._subs[tenant]
 
     async def fetch(self, tenant: str, max_messages: int, timeout_secs: float) -> list[Delivery]:
+        await self.connect()
         try:
             sub = await self._sub(tenant)
+            self._check_alive()  # an idle consumer sees a lost connection here
             msgs = await sub.fetch(max_messages, timeout=max(timeout_secs, 0.05))
         except (TimeoutError, NatsTimeout):  # nats-py raises either when none came
             return []
@@ -242,6 +258,7 @@ class NatsBroker:
         return out
 
     async def backlog(self, tenant: str) -> int:
+        await self.connect()
         try:
             info = await (await self._sub(tenant)).consumer_info()
         except _ERRORS as e:
@@ -249,8 +266,8 @@ class NatsBroker:
         return int(info.num_pending)
 
     async def _reports(self) -> Any:
+        await self.connect()
         if "__reports" not in self._subs:
-            await self.connect()
             name = f"{self.prefix}_REPORTS".upper()
             await self._add(name, f"{self.prefix}.reports", RetentionPolicy.WORK_QUEUE)
             self._subs["__reports"] = await self._js.pull_subscribe(
@@ -258,16 +275,24 @@ class NatsBroker:
         return self._subs["__reports"]
 
     async def publish_report(self, report: dict[str, Any]) -> None:
-        await self._reports()
-        await self._js.publish(f"{self.prefix}.reports", json.dumps(report).encode())
+        try:
+            await self._reports()
+            await self._js.publish(f"{self.prefix}.reports", json.dumps(report).encode())
+        except _ERRORS as e:
+            raise BrokerUnavailable(f"NATS report failed: {e}") from e
 
     async def fetch_reports(self, max_reports: int, timeout_secs: float) -> list[dict[str, Any]]:
-        sub = await self._reports()
         try:
-            msgs = await sub.fetch(max_reports, timeout=max(timeout_secs, 0.05))
-        except NatsTimeout:
-            return []
-        await asyncio.gather(*(m.ack() for m in msgs))
+            sub = await self._reports()
+            self._check_alive()
+            try:
+                msgs = await sub.fetch(max_reports, timeout=max(timeout_secs, 0.05))
+            except (TimeoutError, NatsTimeout):
+                self._check_alive()
+                return []
+            await asyncio.gather(*(m.ack() for m in msgs))
+        except _ERRORS as e:
+            raise BrokerUnavailable(f"NATS: reading reports failed: {e}") from e
         return [json.loads(m.data) for m in msgs]
 
     async def purge(self, tenant: str) -> None:

@@ -6,6 +6,13 @@ quorum queue ``<prefix>.<tenant>.in`` (dead-lettering to the quorum queue
 quorum queue's disks). simbdp itself publishes and consumes as the platform user of the
 broker URL in platform.yaml.
 
+The connection is a plain one, not aio-pika's robust one: a robust connection restored after a
+broker restart without the consumers of queues it had not declared itself, and its calls waited
+for the reconnection with no deadline, so an idle instance hung with no consumer and ignored
+SIGTERM. Here a lost connection makes every call raise ``BrokerUnavailable`` at once; the
+caller closes the broker and reconnects with back-off (``stream/retry.py``), which declares the
+queues and consumers again.
+
 A tenant's own user ``<prefix>-<tenant>`` (users are node-wide, permissions per vhost) is made
 by ``issue_credentials`` only, allowed to configure, write and read resources named
 ``<prefix>.<tenant>.*`` in the platform's vhost: it cannot publish to another tenant's
@@ -20,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import secrets
 import subprocess
 import time
@@ -28,7 +36,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from simbdp.errors import AuthError, BrokerUnavailable, CredentialsIssued
 from simbdp.profiles.models import BrokerSettings
@@ -38,6 +46,10 @@ __all__ = ["RabbitMQBroker"]
 
 _ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncio.TimeoutError,
            aio_pika.exceptions.ChannelInvalidStateError)
+OP_TIMEOUT_SECS = 15.0  # no call waits longer on a broker that does not answer
+# aiormq logs an ERROR at every failed connection attempt: simbdp logs one line per outage
+# itself (broker_lost, broker_reconnected), so keep only aiormq's critical ones
+logging.getLogger("aiormq").setLevel(logging.CRITICAL)
 
 
 def _wrap(e: BaseException, what: str) -> Exception:
@@ -86,7 +98,7 @@ class RabbitMQBroker:
         self.url = settings.url.get_secret_value()
         self.prefix = prefix
         self.prefetch = 2000
-        self._conn: AbstractRobustConnection | None = None
+        self._conn: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._buffers: dict[str, asyncio.Queue[AbstractIncomingMessage]] = {}
         self._declared: set[str] = set()
@@ -96,10 +108,11 @@ class RabbitMQBroker:
         return f"{base}.x", f"{base}.in", f"{base}.dlq"
 
     async def connect(self) -> None:
-        if self._conn is not None:
+        if self._conn is not None and not self._conn.is_closed:
             return
+        await self.close()  # a connection lost since: start afresh
         try:
-            self._conn = await aio_pika.connect_robust(self.url, timeout=10)
+            self._conn = await aio_pika.connect(self.url, timeout=10)
             self._channel = await self._conn.channel(publisher_confirms=True)
             await self._channel.set_qos(prefetch_count=self.prefetch)
         except _ERRORS as e:
@@ -108,14 +121,18 @@ class RabbitMQBroker:
 
     @property
     def channel(self) -> AbstractChannel:
-        if self._channel is None:
-            raise BrokerUnavailable("RabbitMQ: not connected")
+        if self._channel is None or self._channel.is_closed or self._conn is None \
+                or self._conn.is_closed:
+            raise BrokerUnavailable("RabbitMQ: the connection is lost or was never opened")
         return self._channel
+
+    def _check_alive(self) -> None:
+        self.channel  # noqa: B018 (raises BrokerUnavailable when the connection is lost)
 
     async def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(*_ERRORS):
-                await self._conn.close()
+                await asyncio.wait_for(self._conn.close(), 5)
         self._conn = self._channel = None
         self._buffers.clear()
         self._declared.clear()
@@ -126,12 +143,15 @@ class RabbitMQBroker:
         exchange, queue, dlq = self._names(tenant)
         ch = self.channel
         try:
-            await ch.declare_queue(dlq, durable=True, arguments={"x-queue-type": "quorum"})
+            t = OP_TIMEOUT_SECS
+            await ch.declare_queue(dlq, durable=True, arguments={"x-queue-type": "quorum"},
+                                   timeout=t)
             q = await ch.declare_queue(queue, durable=True, arguments={
                 "x-queue-type": "quorum", "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": dlq})
-            x = await ch.declare_exchange(exchange, aio_pika.ExchangeType.DIRECT, durable=True)
-            await q.bind(x, routing_key="in")
+                "x-dead-letter-routing-key": dlq}, timeout=t)
+            x = await ch.declare_exchange(exchange, aio_pika.ExchangeType.DIRECT, durable=True,
+                                          timeout=t)
+            await q.bind(x, routing_key="in", timeout=t)
         except _ERRORS as e:
             raise _wrap(e, f"declaring the queues of tenant {tenant!r}") from e
         self._declared.add(tenant)
@@ -178,15 +198,15 @@ class RabbitMQBroker:
     async def publish(self, tenant: str, messages: list[OutMessage]) -> None:
         await self.connect()
         await self._declare(tenant)
-        exchange = await self.channel.get_exchange(self._names(tenant)[0], ensure=False)
 
         async def one(m: OutMessage) -> None:
             await exchange.publish(aio_pika.Message(
                 m.body, message_id=m.id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 headers={**m.headers, "x-published-at": repr(m.published_at)}),
-                routing_key="in")
+                routing_key="in", timeout=OP_TIMEOUT_SECS)
 
         try:
+            exchange = await self.channel.get_exchange(self._names(tenant)[0], ensure=False)
             await asyncio.gather(*(one(m) for m in messages))
         except _ERRORS as e:
             raise _wrap(e, f"publish for tenant {tenant!r}") from e
@@ -208,6 +228,7 @@ class RabbitMQBroker:
         await self.connect()
         try:
             buf = await self._buffer(tenant, max_messages)
+            self._check_alive()  # an idle consumer sees a lost connection here
         except _ERRORS as e:
             raise _wrap(e, f"consume for tenant {tenant!r}") from e
         out: list[Delivery] = []
@@ -282,7 +303,8 @@ class RabbitMQBroker:
         try:
             # the robust channel caches declared queues: ask the broker itself
             raw = await self.channel.get_underlay_channel()
-            ok = await raw.queue_declare(self._names(tenant)[1], passive=True)
+            ok = await asyncio.wait_for(
+                raw.queue_declare(self._names(tenant)[1], passive=True), OP_TIMEOUT_SECS)
         except _ERRORS as e:
             raise _wrap(e, "backlog") from e
         return int(ok.message_count or 0)
@@ -290,18 +312,30 @@ class RabbitMQBroker:
     async def publish_report(self, report: dict[str, Any]) -> None:
         await self.connect()
         name = f"{self.prefix}.reports"
-        await self.channel.declare_queue(name, durable=True)
-        await self.channel.default_exchange.publish(
-            aio_pika.Message(json.dumps(report).encode(),
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=name)
+        try:
+            await self.channel.declare_queue(name, durable=True, timeout=OP_TIMEOUT_SECS)
+            await self.channel.default_exchange.publish(
+                aio_pika.Message(json.dumps(report).encode(),
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=name, timeout=OP_TIMEOUT_SECS)
+        except _ERRORS as e:
+            raise _wrap(e, "report") from e
 
     async def fetch_reports(self, max_reports: int, timeout_secs: float) -> list[dict[str, Any]]:
         await self.connect()
-        q = await self.channel.declare_queue(f"{self.prefix}.reports", durable=True)
+        try:
+            return await self._fetch_reports(max_reports, timeout_secs)
+        except _ERRORS as e:
+            raise _wrap(e, "reading reports") from e
+
+    async def _fetch_reports(self, max_reports: int, timeout_secs: float
+                             ) -> list[dict[str, Any]]:
+        q = await self.channel.declare_queue(f"{self.prefix}.reports", durable=True,
+                                             timeout=OP_TIMEOUT_SECS)
         out: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout_secs
         while len(out) < max_reports:
-            msg = await q.get(no_ack=True, fail=False)
+            msg = await q.get(no_ack=True, fail=False, timeout=OP_TIMEOUT_SECS)
             if msg is None:
                 if out or time.monotonic() >= deadline:
                     break
