@@ -24,6 +24,7 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test  # needs the servers; figures go in docs/benchmarks.md
 	$(PY) -m benchmarks.bench_batch_ingest
+	$(PY) -m benchmarks.bench_small_files
 	$(PY) -m benchmarks.bench_stream_ingest
 	$(PY) -m benchmarks.bench_api
 

@@ -38,7 +38,7 @@ def timed(fn: Callable[[], object]) -> float:
 def peak_rss(pid: int | None = None, interval: float = 0.05) -> Iterator[dict[str, float]]:
     """Sample the memory of a process and all its descendants; yields {'peak_mb': ...}.
 
-    ``at_peak`` splits the peak by role (manager, forkserver, worker, app, other);
+    ``at_peak`` splits the peak by role (manager, worker, app, other; forkserver in old runs);
     ``peak_rss_mb`` is the peak of the plain RSS sum, which counts shared pages once per process.
     Summed as PSS (proportional set size): pages shared by the forked workers (pyarrow,
     duckdb) count once, split between them, instead of once per process as RSS would.
@@ -82,6 +82,8 @@ def _role(p: psutil.Process) -> str:
     cmd = " ".join(p.cmdline())
     if "simbdp.apps.child" in cmd:
         return "app"
+    if "simbdp.batch.worker" in cmd:
+        return "worker"
     if "forkserver" not in cmd:
         return "other"  # multiprocessing's resource tracker
     parent = p.parent()

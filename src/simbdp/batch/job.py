@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -21,7 +21,8 @@ from typing import Generic, TypeVar
 import pyarrow as pa
 
 from simbdp.apps import AppContext, AppRunner
-from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction, open_sink
+from simbdp.batch.warm import Warm
+from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction
 from simbdp.errors import (
     DuplicateIngestion,
     KeyConflict,
@@ -136,11 +137,20 @@ def _timed(it: Iterator[pa.RecordBatch], result: JobResult) -> Iterator[pa.Recor
         yield batch
 
 
-def run_file_job(config: PlatformConfig, profile: TenantProfile, job: FileJob) -> JobResult:
-    """Ingest one file; never raises for bad input: the outcome says what happened."""
+def run_file_job(config: PlatformConfig, profile: TenantProfile, job: FileJob,
+                 warm: Warm | None = None) -> JobResult:
+    """Ingest one file; never raises for bad input: the outcome says what happened.
+
+    ``warm`` lends open sinks, ensured tables and app runners kept from earlier files (a
+    warm worker's); without it they are opened for this file and closed after it.
+    """
     result = JobResult(outcome="failed")
     try:
-        _run(config, profile, job, result)
+        if warm is not None:
+            _run(config, profile, job, result, warm)
+        else:
+            with closing(Warm()) as own:
+                _run(config, profile, job, result, own)
     except DuplicateIngestion as e:
         result.outcome, result.reason, result.code = "duplicate", str(e), e.code
     except Rejected as e:
@@ -156,7 +166,8 @@ def run_file_job(config: PlatformConfig, profile: TenantProfile, job: FileJob) -
     return result
 
 
-def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: JobResult) -> None:
+def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: JobResult,
+         warm: Warm) -> None:
     tenant, name = profile.tenant_id, job.path.name
     route = profile.route_file(name)
     if route is None:
@@ -171,15 +182,10 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
         hashing = stack.enter_context(ThreadPoolExecutor(1)).submit(content_key, job.path)
         runner = None
         if app is not None:
-            runner = stack.enter_context(AppRunner(config.apps_dir(tenant), app, tenant,
-                                                   config.apps))
+            runner = warm.runner(config, tenant, app)
             result.sandbox = "bwrap" if runner.confined else "unconfined"
-        opened = []
-        for sink_name in sorted({s for t in tables.values() for s in t.sinks}):
-            sink = open_sink(config.sinks[sink_name])
-            stack.callback(sink.close)
-            sink.ensure_tables(profile)
-            opened.append((sink_name, sink))
+        opened = [(n, warm.sink(config, n, profile))
+                  for n in sorted({s for t in tables.values() for s in t.sinks})]
         result.content_key = key = hashing.result()
         for sink_name, sink in opened:
             hit = sink.ledger_lookup(profile, key)

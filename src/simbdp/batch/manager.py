@@ -4,9 +4,10 @@ Every file that reaches a staging folder ends in ``processed/``, ``rejected/`` o
 with a reason file, and every attempt leaves an ingestion record. A file is first renamed
 from staging into a folder of its own under ``inflight/`` (the platform's, not the tenant's),
 then checked there through an open descriptor and read there by the worker, so what is read
-is what was checked. A worker runs one file in its own process; if it dies (crash, SIGKILL),
-its transaction never committed, the file is still in ``inflight/`` and is retried, up to
-``job_attempts`` times; after a restart, ``recover`` hands such files to the next scan.
+is what was checked. Warm worker processes (:mod:`simbdp.batch.worker`) run one file at a
+time each; if one dies (crash, SIGKILL), its transaction never committed, the file is still in
+``inflight/`` and is retried, up to ``job_attempts`` times, by a fresh worker; after a restart,
+``recover`` hands such files to the next scan.
 A file whose sink is unavailable (``TransientError``) waits, its record ``waiting`` with the
 reason, and tries again with capped back-off for up to ``sink_outage_max_secs``; only
 terminal errors fail a file. A worker still on its file after ``batch.max_file_secs`` is
@@ -15,19 +16,19 @@ killed and the file failed. Its one message back is bounded and read while it ru
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import pickle
 import random
 import signal
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from simbdp.batch.job import FileJob, JobResult, run_file_job
+from simbdp.batch.job import FileJob, JobResult
 from simbdp.batch.scheduler import FairQueue
 from simbdp.batch.staging import (
     FileTracker,
@@ -41,6 +42,7 @@ from simbdp.batch.staging import (
     prepare_tenant_dirs,
 )
 from simbdp.batch.watcher import StagingWatcher
+from simbdp.batch.worker import MAX_MESSAGE_BYTES, WorkerProcess
 from simbdp.coredms.base import open_sink
 from simbdp.errors import Rejected
 from simbdp.formats import detect_format
@@ -52,10 +54,6 @@ from simbdp.state import StateStore, short_reason, today
 __all__ = ["BatchIngestManager", "Submission"]
 
 _RETRY_BASE_SECS = 0.5
-WATCH_DELAY_SECS = 0.75
-#: the most a worker may send back; a longer reason is cut to fit, in the worker
-_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-_MAX_FULL_REASON = 1_000_000
 
 
 @dataclass
@@ -71,38 +69,12 @@ class Submission:
 @dataclass
 class _Running:
     job: FileJob
-    process: Any
+    process: WorkerProcess
     conn: Connection
     started: float
     deadline: float
     result: JobResult | None = None
     heard: bool = False  # the pipe said its one thing (a result, EOF or a bad message)
-
-
-def _worker(config: Any, profile: TenantProfile, job: FileJob, conn: Connection) -> None:
-    try:
-        result = run_file_job(config, profile, job)
-    except Exception as e:  # a bug in the platform: fail this file, keep the manager up
-        result = JobResult(outcome="failed", reason=f"internal error: {type(e).__name__}: {e}",
-                           code="internal")
-    conn.send_bytes(_encode(result))
-    conn.close()
-
-
-def _encode(result: JobResult) -> bytes:
-    """The result pickled, under ``_MAX_MESSAGE_BYTES`` (a huge reason is cut to fit)."""
-    if result.reason is not None and len(result.reason) > _MAX_FULL_REASON:
-        result.reason = short_reason(result.reason, _MAX_FULL_REASON)
-    data = pickle.dumps(result)
-    if len(data) > _MAX_MESSAGE_BYTES:
-        result.reason = short_reason(result.reason, 100_000)
-        result.rule_failures = dict(list(result.rule_failures.items())[:1000])
-        data = pickle.dumps(result)
-    return data
-
-
-def _noop() -> None:
-    """Nothing: starting it warms up the fork server."""
 
 
 class BatchIngestManager:
@@ -117,12 +89,8 @@ class BatchIngestManager:
         self._retries: list[tuple[float, FileJob]] = []
         self._taken: set[Path] = set()  # queued, running or waiting for a retry
         self._orphans: dict[str, list[Path]] = {}  # in flight when a manager stopped
-        self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["simbdp.batch.job"])
-        # start the fork server now (it imports pyarrow, duckdb...), not with the first file
-        warm = self._ctx.Process(target=_noop, name="simbdp-warmup")
-        warm.start()
-        warm.join()
+        # warm workers, started now (each imports pyarrow, duckdb...), not with the first file
+        self._idle: list[WorkerProcess] = [WorkerProcess() for _ in range(self.config.workers)]
         for tenant in platform.tenants:
             prepare_tenant_dirs(self.config, tenant)
         self._ensure_tables()
@@ -253,8 +221,9 @@ class BatchIngestManager:
                          reason=short_reason(str(err)), record=rid)
         return Submission(path, rid, False, str(err))
 
-    def scan(self) -> int:
-        """Look at every staging folder; submit files that are complete. Returns how many."""
+    def scan(self, *, pump: bool = False) -> int:
+        """Look at every staging folder; submit files that are complete (``pump``: start
+        workers on them as they are submitted). Returns how many."""
         n = 0
         for tenant, profile in self.platform.tenants.items():
             for path in self._orphans.pop(tenant, []):
@@ -276,6 +245,8 @@ class BatchIngestManager:
             # files dropped together: at most max_files_per_ingestion per scan, others wait
             for path in ready[: profile.batch.max_files_per_ingestion]:
                 self._submit_one(profile, path)
+                if pump:  # workers start on the first files while the rest are checked
+                    self.pump()
                 n += 1
         return n
 
@@ -295,34 +266,77 @@ class BatchIngestManager:
             profile = self.platform.tenants[tenant]
             if job.waits:
                 self.store.mark_record(job.record_id, "running")
-            recv, send = self._ctx.Pipe(duplex=False)
-            proc = self._ctx.Process(target=_worker, args=(self.config, profile, job, send),
-                                     name=f"simbdp-job-{tenant}", daemon=True)
-            proc.start()
-            send.close()
+            # more of this tenant's files queued: the worker keeps its sinks and app warm
+            more = self.queue.pending(tenant) > 0
+            proc = self._send(tenant, (self.config, profile, job, more))
             started = time.monotonic()
-            self._running[proc.sentinel] = _Running(job, proc, recv, started,
+            self._running[proc.sentinel] = _Running(job, proc, proc.results, started,
                                                     started + profile.batch.max_file_secs)
             self.log.info("started", tenant=tenant, file=job.path.name, record=job.record_id,
                           attempt=job.attempt, pid=proc.pid)
 
-    def wait(self, timeout: float) -> int:
+    def _send(self, tenant: str, message: tuple[Any, ...]) -> WorkerProcess:
+        """Hand a job to an idle worker, the one warm for this tenant if any; a worker found
+        dead is replaced."""
+        while self._idle:
+            warm = [w for w in self._idle if w.tenant == tenant]
+            proc = (warm or self._idle)[-1]
+            self._idle.remove(proc)
+            try:
+                if not proc.is_alive():
+                    raise BrokenPipeError
+                proc.send(*message)
+            except OSError:
+                self._discard(proc)
+                continue
+            proc.tenant = tenant
+            return proc
+        proc = WorkerProcess()
+        proc.tenant = tenant
+        # a fresh worker that cannot take it has died: wait() sees that and retries the file
+        with suppress(OSError):
+            proc.send(*message)
+        return proc
+
+    def _discard(self, proc: WorkerProcess) -> None:
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join(timeout=10)
+        proc.close()
+
+    def close(self) -> None:
+        """Stop the idle workers (running ones are the caller's to finish first)."""
+        for proc in self._idle:
+            proc.close()  # an idle worker exits on the closed pipe
+        for proc in self._idle:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                self._discard(proc)
+        self._idle.clear()
+
+    def wait(self, timeout: float, wake: int | None = None) -> int:
         """Wait up to ``timeout`` for running jobs, reading their results as they come;
-        finalize those that ended, kill those past their deadline. Returns how many ended."""
+        finalize those that ended, kill those past their deadline. Returns how many ended.
+        ``wake``: a descriptor that ends the wait when readable (the staging watcher's)."""
+        wakes = [wake] if wake is not None else []
         if not self._running:
-            if timeout > 0:
+            if wakes:
+                wait(wakes, timeout)
+            elif timeout > 0:
                 time.sleep(timeout)
             return 0
         now = time.monotonic()
         timeout = max(0.0, min(timeout, min(r.deadline for r in self._running.values()) - now))
         pipes = {r.conn: r for r in self._running.values() if not r.heard}
-        ready = wait([*self._running, *pipes], timeout)
+        ready = wait([*self._running, *pipes, *wakes], timeout)
         for obj in ready:
             if obj in pipes:
                 self._hear(pipes[obj])  # type: ignore[index]
-        ended = [s for s in ready if s in self._running]
+        # ended: answered (the worker goes back to the pool) or gone (the pipe closed or
+        # the process ended)
+        ended = [s for s, r in self._running.items() if r.heard or s in ready]
         for sentinel in ended:
-            self._collect(self._running.pop(sentinel))  # type: ignore[arg-type]
+            self._collect(self._running.pop(sentinel))
         now = time.monotonic()
         for sentinel, run in list(self._running.items()):
             if now >= run.deadline:
@@ -336,7 +350,7 @@ class BatchIngestManager:
         full pipe."""
         run.heard = True
         try:
-            run.result = pickle.loads(run.conn.recv_bytes(_MAX_MESSAGE_BYTES))
+            run.result = pickle.loads(run.conn.recv_bytes(MAX_MESSAGE_BYTES))
         except (EOFError, OSError, pickle.UnpicklingError) as e:
             if not isinstance(e, EOFError):
                 run.result = JobResult(outcome="failed", code="internal", reason=(
@@ -354,19 +368,20 @@ class BatchIngestManager:
         self._collect(run)
 
     def _kill(self, run: _Running) -> None:
-        if run.process.is_alive():
-            os.kill(run.process.pid, signal.SIGKILL)
-        run.process.join(timeout=10)
+        self._discard(run.process)
 
     def _collect(self, run: _Running) -> None:
         if not run.heard:
-            if run.conn.poll():
+            if not run.conn.closed and run.conn.poll():
                 self._hear(run)
             run.heard = True
         result = run.result
-        run.process.join(timeout=5)
-        run.conn.close()
         self.queue.done(run.job.tenant)
+        if result is not None and run.process.sentinel >= 0:
+            self._idle.append(run.process)  # warm for the next file
+        else:
+            run.process.join(timeout=5)
+            self._discard(run.process)
         if result is None:
             code = run.process.exitcode
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
@@ -484,10 +499,6 @@ class BatchIngestManager:
         """Watch staging folders and ingest until ``stop`` is set; then finish the files in
         flight (queued ones stay in staging for the next start) and return."""
         self.recover()
-        if self.config.stable_secs > 0:
-            # watchdog hands inotify events over up to 0.5 s late (to pair renames): a file
-            # must stay unchanged longer than that before stability alone says it is complete
-            self.tracker.stable_secs = max(self.config.stable_secs, WATCH_DELAY_SECS)
         watcher = StagingWatcher()
         for tenant in self.platform.tenants:
             watcher.watch(tenant, prepare_tenant_dirs(self.config, tenant))
@@ -502,18 +513,19 @@ class BatchIngestManager:
                     elif state == "writing":
                         self.tracker.mark_writing(path)
                 if events or time.monotonic() >= next_scan:
-                    self.scan()
+                    self.scan(pump=True)
                     # look again soon while files wait to be complete, else at the rescan period
                     wait = max(self.config.stable_secs / 2, 0.1) if self.tracker.pending \
                         else self.config.rescan_secs
                     next_scan = time.monotonic() + min(wait, self.config.rescan_secs)
                 self.pump()
-                self.wait(0.1)
+                self.wait(0.1, wake=watcher.fileno())  # a staging event wakes it at once
                 if idle_exit and not self.busy and not self.tracker.pending:
                     break
         finally:
             watcher.stop()
             self._drain_on_stop()
+            self.close()
 
     def _drain_on_stop(self) -> None:
         """Let running files finish for ``stop_grace_secs``, then kill their workers: those
@@ -525,7 +537,6 @@ class BatchIngestManager:
         for sentinel, run in list(self._running.items()):
             del self._running[sentinel]
             self._kill(run)
-            run.conn.close()
             self.queue.done(run.job.tenant)
             self._interrupt(run.job, f"the manager stopped; the worker was still on the file "
                             f"after stop_grace_secs ({self.config.stop_grace_secs:g} s)")

@@ -70,8 +70,11 @@ def ingest(
         staged.append(dest)
     store = StateStore.open(platform.config)
     manager = BatchIngestManager(platform, store)
-    subs = manager.submit(tenant, staged)
-    manager.run_until_idle()
+    try:
+        subs = manager.submit(tenant, staged)
+        manager.run_until_idle()
+    finally:
+        manager.close()
     t = Table(title=f"tenant {tenant}")
     for col in ("file", "outcome", "rows loaded", "rows rejected", "reason"):
         t.add_column(col)

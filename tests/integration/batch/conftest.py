@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +52,15 @@ class Env:
 
 
 @pytest.fixture
-def make_env(tmp_path: Path) -> Callable[..., Env]:
+def make_env(tmp_path: Path) -> Iterator[Callable[..., Env]]:
+    made: list[Env] = []
+
     def _make(tenants: list[dict[str, Any]] | None = None, **kw: Any) -> Env:
-        return Env(tmp_path / "home", tenants or [tenant_profile("acme")], **kw)
-    return _make
+        made.append(Env(tmp_path / "home", tenants or [tenant_profile("acme")], **kw))
+        return made[-1]
+    yield _make
+    for env in made:  # its idle warm workers exit
+        env.manager.close()
 
 
 @pytest.fixture

@@ -108,3 +108,38 @@ def test_processes_take_turns_and_a_killed_writer_leaves_nothing(sink, settings)
     _writer(settings, "after", 0)
     assert sink.count_rows(PROFILE, "log") == 3
     assert sink.ledger_lookup(PROFILE, "victim") is None
+
+
+def _read_count(settings, out):  # type: ignore[no-untyped-def]
+    s = open_sink(settings)
+    out.put(s.count_rows(PROFILE, "log"))
+
+
+def test_a_held_session_serves_many_transactions_and_readers_wait_for_its_release(sink,
+                                                                                  settings):
+    sink.hold(PROFILE)
+    assert sink.held_since("acme") is not None
+    for i in range(3):
+        tx = sink.begin(PROFILE)
+        tx.write(PROFILE.table("log"), rows([f"h{i}"], [i]))
+        tx.commit(entry(f"h{i}"))
+    assert sink.ledger_lookup(PROFILE, "h2") is not None
+    with pytest.raises(DuplicateIngestion):  # a failed commit keeps the session usable
+        tx = sink.begin(PROFILE)
+        tx.write(PROFILE.table("log"), rows(["again"], [9]))
+        tx.commit(entry("h0"))
+    tx = sink.begin(PROFILE)
+    tx.write(PROFILE.table("log"), rows(["gone"], [9]))
+    tx.rollback()
+    # another process waits for the writer lock while the session is held
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    reader = ctx.Process(target=_read_count, args=(settings, out))
+    reader.start()
+    time.sleep(2.0)
+    assert reader.is_alive() and out.empty()
+    sink.release()
+    assert sink.held_since("acme") is None
+    assert out.get(timeout=60) == 3
+    reader.join(30)
+    assert sink.count_rows(PROFILE, "log") == 3

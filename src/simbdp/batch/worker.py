@@ -1,0 +1,131 @@
+"""Warm batch workers: processes that run file jobs one after another, fed over a pipe.
+
+The manager starts each worker as ``python -m simbdp.batch.worker`` (a fresh interpreter that
+imports the batch path only: pyarrow, duckdb, the job code; never the CLI, the API or the
+``__main__`` of whoever started it) and sends it one job at a time; the worker answers each
+with one bounded message. Between files of one tenant it keeps its sinks, ensured tables and
+app runners (:class:`~simbdp.batch.warm.Warm`). A worker that dies, or is killed at the
+per-file deadline, loses only its uncommitted transaction, exactly like a process per file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from contextlib import suppress
+from multiprocessing.connection import Connection
+from typing import Any
+
+from simbdp.batch.job import JobResult, run_file_job
+from simbdp.batch.warm import Warm
+from simbdp.state import short_reason
+
+__all__ = ["MAX_MESSAGE_BYTES", "WorkerProcess", "encode_result"]
+
+#: the most a worker may send back; a longer reason is cut to fit, in the worker
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: the most a job (platform config, profile, job) may take
+MAX_JOB_BYTES = 16 * 1024 * 1024
+_MAX_FULL_REASON = 1_000_000
+_CLEAN = ("processed", "duplicate", "rejected")
+
+
+def encode_result(result: JobResult) -> bytes:
+    """The result pickled, under ``MAX_MESSAGE_BYTES`` (a huge reason is cut to fit)."""
+    if result.reason is not None and len(result.reason) > _MAX_FULL_REASON:
+        result.reason = short_reason(result.reason, _MAX_FULL_REASON)
+    data = pickle.dumps(result)
+    if len(data) > MAX_MESSAGE_BYTES:
+        result.reason = short_reason(result.reason, 100_000)
+        result.rule_failures = dict(list(result.rule_failures.items())[:1000])
+        data = pickle.dumps(result)
+    return data
+
+
+class WorkerProcess:
+    """The manager's handle on one warm worker (``pid``, ``is_alive``, ``join``, ``exitcode``,
+    ``sentinel``: a pidfd that becomes readable when the process ends)."""
+
+    def __init__(self) -> None:
+        job_r, job_w = os.pipe()
+        res_r, res_w = os.pipe()
+        try:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-m", "simbdp.batch.worker", str(job_r), str(res_w)],
+                pass_fds=(job_r, res_w), stdin=subprocess.DEVNULL)
+        finally:
+            os.close(job_r)
+            os.close(res_w)
+        self.pid = self._popen.pid
+        self.jobs = Connection(job_w, readable=False)
+        self.results = Connection(res_r, writable=False)
+        self.sentinel = os.pidfd_open(self.pid)
+        self.tenant: str | None = None  # the tenant of its last file: what it may keep warm
+
+    def send(self, config: Any, profile: Any, job: Any, more: bool) -> None:
+        """Hand it a job; ``more``: further files of the same tenant are queued. Raises
+        OSError if the worker is gone."""
+        self.jobs.send_bytes(pickle.dumps((config, profile, job, more)))
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def join(self, timeout: float | None = None) -> None:
+        with suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._popen.poll()
+
+    def close(self) -> None:
+        """Close its pipes: an idle worker exits at once, a busy one after its file."""
+        for c in (self.jobs, self.results):
+            c.close()
+        if self.sentinel >= 0:
+            os.close(self.sentinel)
+            self.sentinel = -1
+
+
+def serve_jobs(jobs: Connection, results: Connection) -> None:
+    """Run jobs until the manager closes the pipe. A DuckDB session kept for the tenant's
+    next file is released if none comes within its hold time."""
+    warm = Warm()
+    try:
+        while True:
+            if warm.holding and not jobs.poll(warm.hold_left()):
+                warm.release()
+                continue
+            try:
+                config, profile, job, more = pickle.loads(jobs.recv_bytes(MAX_JOB_BYTES))
+            except EOFError:
+                return
+            warm.switch(profile.tenant_id)
+            try:
+                result = run_file_job(config, profile, job, warm)
+            except Exception as e:  # a bug in the platform: fail this file, keep serving
+                result = JobResult(outcome="failed", code="internal",
+                                   reason=f"internal error: {type(e).__name__}: {e}")
+            warm.settle(clean=result.outcome in _CLEAN, more=more)
+            try:
+                results.send_bytes(encode_result(result))
+            except OSError:  # the manager is gone
+                return
+    finally:
+        warm.close()
+
+
+def main() -> None:
+    # Ctrl-C reaches the whole process group: the manager, not the key, decides when a worker
+    # stops (it lets files in flight finish for stop_grace_secs, then kills their workers)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    jobs = Connection(int(sys.argv[1]), writable=False)
+    results = Connection(int(sys.argv[2]), readable=False)
+    serve_jobs(jobs, results)
+
+
+if __name__ == "__main__":
+    main()
