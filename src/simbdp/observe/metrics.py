@@ -9,6 +9,7 @@ API requests are counted in the API process itself (:func:`api_requests_counter`
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Iterator
@@ -49,7 +50,6 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._batch()
-        yield from self._batch_histogram()
         yield from self._stream()
         yield from self._instances()
         yield from self._decisions()
@@ -66,44 +66,51 @@ class StoreCollector(Collector):
         rejected = CounterMetricFamily("simbdp_rows_rejected", "Rows rejected (batch) or "
                                        "messages dead-lettered (stream).",
                                        labels=["tenant", "app", "path"])
+        hist = HistogramMetricFamily(
+            "simbdp_batch_file_seconds", "Ingestion time of each processed file (record "
+            "started to ended).", labels=["tenant", "app"])
+        # one scan: group by outcome and, for processed files, by histogram bucket index
+        bucket = " ".join(f"WHEN ended_at - started_at <= ? THEN {i}"
+                          for i in range(len(BATCH_SECS_BUCKETS)))
         rows = self._q(
-            "SELECT tenant, COALESCE(app, '') AS app, outcome, COUNT(*) AS files, "
-            "SUM(bytes) AS bytes, SUM(rows_loaded) AS loaded, SUM(rows_rejected) AS rejected "
+            "SELECT tenant, COALESCE(app, '') AS app, outcome, "
+            f"CASE WHEN outcome <> 'processed' OR ended_at IS NULL THEN NULL {bucket} "
+            f"ELSE {len(BATCH_SECS_BUCKETS)} END AS bucket, COUNT(*) AS files, "
+            "SUM(bytes) AS bytes, SUM(rows_loaded) AS loaded, SUM(rows_rejected) AS rejected, "
+            "SUM(ended_at - started_at) AS secs "
             f"FROM ingestions WHERE kind = 'batch' AND outcome IN {_FINAL} "
-            "GROUP BY tenant, COALESCE(app, ''), outcome")
-        by_app: dict[tuple[str, str], list[int]] = {}
+            "GROUP BY tenant, COALESCE(app, ''), outcome, bucket", list(BATCH_SECS_BUCKETS))
+        per_outcome: dict[tuple[str, str, str], list[int]] = {}
+        per_app: dict[tuple[str, str], list[int]] = {}
+        per_bucket: dict[tuple[str, str], list[float]] = {}
         for r in rows:
-            files.add_metric([r["tenant"], r["app"], r["outcome"]], r["files"])
-            nbytes.add_metric([r["tenant"], r["app"], r["outcome"]], r["bytes"] or 0)
-            acc = by_app.setdefault((r["tenant"], r["app"]), [0, 0])
-            acc[0] += r["loaded"] or 0
-            acc[1] += r["rejected"] or 0
-        for (tenant, app), (n_loaded, n_rejected) in by_app.items():
+            o = per_outcome.setdefault((r["tenant"], r["app"], r["outcome"]), [0, 0])
+            o[0] += r["files"]
+            o[1] += r["bytes"] or 0
+            a = per_app.setdefault((r["tenant"], r["app"]), [0, 0])
+            a[0] += r["loaded"] or 0
+            a[1] += r["rejected"] or 0
+            if r["bucket"] is not None:
+                h = per_bucket.setdefault((r["tenant"], r["app"]),
+                                          [0.0] * (len(BATCH_SECS_BUCKETS) + 2))
+                h[r["bucket"]] += r["files"]
+                h[-1] += r["secs"] or 0.0
+        for key, (n, b) in per_outcome.items():
+            files.add_metric(list(key), n)
+            nbytes.add_metric(list(key), b)
+        for (tenant, app), (n_loaded, n_rejected) in per_app.items():
             loaded.add_metric([tenant, app, "batch"], n_loaded)
             rejected.add_metric([tenant, app, "batch"], n_rejected)
+        for (tenant, app), h in per_bucket.items():
+            cumulative = list(itertools.accumulate(h[:-1]))
+            bounds = [*(_le(b) for b in BATCH_SECS_BUCKETS), "+Inf"]
+            hist.add_metric([tenant, app], list(zip(bounds, cumulative, strict=True)), h[-1])
         for r in self._q("SELECT tenant, app, SUM(rows_loaded) AS loaded, "
                          "SUM(rows_rejected) AS rejected FROM stream_reports "
                          "GROUP BY tenant, app"):
             loaded.add_metric([r["tenant"], r["app"], "stream"], r["loaded"] or 0)
             rejected.add_metric([r["tenant"], r["app"], "stream"], r["rejected"] or 0)
-        yield from (files, nbytes, loaded, rejected)
-
-    def _batch_histogram(self) -> Iterator[Metric]:
-        hist = HistogramMetricFamily(
-            "simbdp_batch_file_seconds", "Ingestion time of each processed file (record "
-            "started to ended).", labels=["tenant", "app"])
-        cases = ", ".join(f"SUM(CASE WHEN ended_at - started_at <= ? THEN 1 ELSE 0 END) AS b{i}"
-                          for i in range(len(BATCH_SECS_BUCKETS)))
-        rows = self._q(
-            f"SELECT tenant, COALESCE(app, '') AS app, COUNT(*) AS n, "
-            f"SUM(ended_at - started_at) AS total, {cases} FROM ingestions "
-            "WHERE kind = 'batch' AND outcome = 'processed' AND ended_at IS NOT NULL "
-            "GROUP BY tenant, COALESCE(app, '')", list(BATCH_SECS_BUCKETS))
-        for r in rows:
-            buckets = [(_le(b), r[f"b{i}"]) for i, b in enumerate(BATCH_SECS_BUCKETS)]
-            hist.add_metric([r["tenant"], r["app"]], [*buckets, ("+Inf", r["n"])],
-                            float(r["total"] or 0.0))
-        yield hist
+        yield from (files, nbytes, loaded, rejected, hist)
 
     def _stream(self) -> Iterator[Metric]:
         labels = ["tenant", "app"]
