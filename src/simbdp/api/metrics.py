@@ -11,16 +11,16 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client.exposition import choose_encoder
 
-from simbdp.api.deps import caller, operator, services
+from simbdp.api.deps import ERRORS, caller, operator, services
 from simbdp.observe.metrics import api_requests_counter, metrics_registry
 
 __all__ = ["install", "router"]
 
-router = APIRouter(tags=["meta"])
+router = APIRouter(tags=["meta"], responses=ERRORS)
 
 
 @router.get("/metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}}, 401: {}, 403: {}})
+            responses={200: {"content": {"text/plain": {}}}})
 def metrics(request: Request) -> Response:
     """Every figure, derived from the state store at scrape time (OpenMetrics on request)."""
     svc = services(request)
