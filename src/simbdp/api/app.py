@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from simbdp.api import operator, tenant
+from simbdp.api import metrics, operator, tenant
 from simbdp.api.deps import Services
 from simbdp.observe.logs import get_logger
 from simbdp.profiles import Platform
@@ -34,6 +34,7 @@ def create_app(platform: Platform, store: StateStore) -> FastAPI:
     app.state.services = Services(platform, store, {}, {})
     app.include_router(tenant.router)
     app.include_router(operator.router)
+    metrics.install(app)
     log = get_logger("simbdp.api")
 
     @app.exception_handler(StarletteHTTPException)

@@ -344,6 +344,8 @@ class ApiSettings(Model):
     """Uploaded bytes per minute per tenant."""
     upload_stall_secs: float = Field(30.0, gt=0)
     """An upload that sends nothing for this long is dropped."""
+    metrics_public: bool = False
+    """Serve ``/metrics`` without a key; by default it needs the operator's key."""
 
 
 class AppsSettings(Model):
