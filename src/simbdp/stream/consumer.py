@@ -314,7 +314,9 @@ class StreamInstance:
             has_msg = MSG_COLUMN in data.column_names
             body = data.drop_columns([MSG_COLUMN]) if has_msg else data
             try:
-                c = conform(body, spec, f"stream:{self.app}")
+                # PostgreSQL text cannot hold a NUL byte: those messages are poison, not the batch
+                c = conform(body, spec, f"stream:{self.app}", refuse_nul=any(
+                    self.config.sinks[s].kind == "postgres" for s in spec.sinks))
             except SchemaError as e:
                 for d in good:
                     poison.append((d, str(e)))

@@ -226,3 +226,15 @@ def test_poison_is_logged_once_per_micro_batch(make_stream_env):
     assert 1 <= len(lines) <= 2, len(lines)  # one per micro-batch, not 200
     assert sum(e["count"] for e in lines) == 200
     assert len(lines[0]["first"]) == 3 and "not valid JSON" in lines[0]["first"][0]
+
+
+@pytest.mark.postgres
+def test_nul_byte_is_a_poison_message_for_postgres(make_stream_env, pg_dsn):
+    tenant = stream_tenant()
+    tenant["tables"] = [{**t, "sinks": ["pg"]} for t in tenant["tables"]]
+    env = make_stream_env([tenant], sinks={"pg": {"kind": "postgres", "dsn": pg_dsn}})
+    env.publish("acme", [*rows(5), {"id": "nul", "n": 9, "note": "a\x00b"}], id_field="id")
+    env.drain()
+    assert env.count(sink="pg") == 5
+    [dead] = env.dead_letters()
+    assert dead.id == "nul" and "NUL" in dead.headers["x-reason"], dead.headers
