@@ -13,7 +13,7 @@ from rich.table import Table
 
 from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.common import console, err_console, home_path, load, print_config_error
-from simbdp.errors import BrokerUnavailable, ConfigError, CredentialsIssued
+from simbdp.errors import ConfigError
 from simbdp.home import make_private
 from simbdp.profiles import check_profiles, load_profile, save_profile
 from simbdp.profiles.infer import Inferred, infer_profile
@@ -98,9 +98,8 @@ def check(path: Path = typer.Argument(..., help="a profile file or a folder of t
     good, problems = check_profiles(path)
     for p in good:
         console.print(f"[green]ok[/green] {p.tenant_id}")
-    for f, loc, msg in problems:
-        err_console.print(f"[red]error[/red] {f}: [bold]{loc or '(file)'}[/bold]: {msg}")
-    if problems:
+    if problems:  # patterns such as '^[a-z][a-z0-9_]{0,62}$' printed as written
+        print_config_error(ConfigError(f"{path}: invalid profiles", problems))
         raise typer.Exit(1)
 
 
@@ -109,11 +108,7 @@ def add(profile_file: Path, home: Path | None = HOME,
         app_dir: Path | None = typer.Option(None, help="folder with the tenant's app code")
         ) -> None:
     """Validate a profile and install it (with its app code) into the platform."""
-    try:
-        profile = load_profile(profile_file)
-    except ConfigError as e:
-        print_config_error(e)
-        raise typer.Exit(1) from e
+    profile = load_profile(profile_file)  # a ConfigError: every problem printed, exit 2
     platform = load(home_path(home))
     dest = save_profile(platform.config, profile)
     prepare_tenant_dirs(platform.config, profile.tenant_id)
@@ -147,12 +142,7 @@ def list_(home: Path | None = HOME) -> None:
 @tenants_app.command("show")
 def show(tenant: str, home: Path | None = HOME) -> None:
     """Print one tenant's profile as JSON."""
-    platform = load(home)
-    try:
-        profile = platform.tenant(tenant)
-    except ConfigError as e:
-        print_config_error(e)
-        raise typer.Exit(1) from e
+    profile = load(home).tenant(tenant)
     console.print_json(json.dumps(profile.model_dump(mode="json")))
 
 
@@ -167,15 +157,8 @@ def broker_credentials(
     The secret is made when the user is created (or with --rotate) and printed once: simbdp
     keeps no copy. The user may publish to and read the tenant's own queues only.
     """
-    platform = load(home)
-    try:
-        creds = asyncio.run(issue_broker_credentials(platform, tenant, rotate=rotate))
-    except ConfigError as e:
-        print_config_error(e)
-        raise typer.Exit(2) from e
-    except (CredentialsIssued, BrokerUnavailable) as e:
-        err_console.print(f"[red]error[/red] {e}")
-        raise typer.Exit(1) from e
+    # unknown tenant: exit 2; secret handed out already (CredentialsIssued): 1; broker down: 3
+    creds = asyncio.run(issue_broker_credentials(load(home), tenant, rotate=rotate))
     console.print(f"tenant:   {creds.tenant}\nuser:     {creds.username}\n"
                   f"secret:   {creds.password}\nurl:      {creds.url}", soft_wrap=True,
                   highlight=False, markup=False)
