@@ -21,6 +21,7 @@ from rich.progress import Progress
 from simbdp.batch.staging import check_name
 from simbdp.errors import AuthError, ConfigError, Rejected, ServerUnreachable
 from simbdp.formats import detect_format
+from simbdp.units import format_bytes
 
 __all__ = ["PushResult", "push"]
 
@@ -56,7 +57,7 @@ def _plan(folder: Path, profile: dict[str, Any]) -> tuple[list[Path], list[PushR
             skipped.append(PushResult(p.name, "skipped", "empty file"))
         elif p.stat().st_size > limits["max_file_bytes"]:
             skipped.append(PushResult(p.name, "skipped", f"over the limit of "
-                                      f"{limits['max_file_bytes']} bytes per file"))
+                                      f"{format_bytes(limits['max_file_bytes'])} per file"))
         else:
             ok.append(p)
     return ok, skipped

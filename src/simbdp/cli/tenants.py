@@ -18,6 +18,7 @@ from simbdp.home import make_private
 from simbdp.profiles import check_profiles, load_profile, save_profile
 from simbdp.profiles.infer import Inferred, infer_profile
 from simbdp.stream.client import issue_broker_credentials
+from simbdp.units import format_bytes
 
 __all__ = ["tenants_app"]
 
@@ -125,14 +126,14 @@ def list_(home: Path | None = HOME) -> None:
     """List tenants with their tables, apps and limits."""
     platform = load(home)
     t = Table()
-    for col in ("tenant", "enabled", "tables", "apps", "file types", "max file MB",
-                "files/day", "GB/day", "disabled because"):
+    for col in ("tenant", "enabled", "tables", "apps", "file types", "max file",
+                "files/day", "bytes/day", "disabled because"):
         t.add_column(col)
     for p in platform.tenants.values():
         t.add_row(p.tenant_id, "yes" if p.enabled else "no",
                   ", ".join(x.name for x in p.tables), ", ".join(a.name for a in p.apps) or "-",
-                  ", ".join(p.batch.file_types), f"{p.batch.max_file_bytes / 1e6:g}",
-                  str(p.batch.max_files_per_day), f"{p.batch.max_bytes_per_day / 1e9:g}",
+                  ", ".join(p.batch.file_types), format_bytes(p.batch.max_file_bytes),
+                  str(p.batch.max_files_per_day), format_bytes(p.batch.max_bytes_per_day),
                   "" if p.enabled else "enabled: false in its profile")
     for tenant, reason in sorted(platform.broken.items()):
         t.add_row(tenant, "no", *["-"] * 6, f"profile did not load: {reason}")
