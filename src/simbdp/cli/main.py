@@ -15,6 +15,7 @@ from simbdp.batch import BatchIngestManager
 from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.api import keys_app, push_command
 from simbdp.cli.common import EXIT_FAILED, EXIT_USAGE, CliGroup, console, err_console, load
+from simbdp.cli.records import records_app
 from simbdp.cli.report import report
 from simbdp.cli.schema import schema
 from simbdp.cli.stream import publish, stream_app
@@ -29,6 +30,7 @@ app = typer.Typer(help="simbdp: multi-tenant big-data ingestion platform.", cls=
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(stream_app, name="stream")
+app.add_typer(records_app, name="records")
 tenants_app.add_typer(keys_app, name="key")
 app.command("push")(push_command)
 app.command("report")(report)
