@@ -24,7 +24,8 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "CliGroup
 
 # piped output (CI logs, files) gets room for the report's columns instead of 80
 console = Console() if sys.stdout.isatty() else Console(width=160)
-err_console = Console(stderr=True)
+# an error is one line, never cut by rich (the terminal wraps it if it must)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def home_path(home: Path | None) -> Path:
