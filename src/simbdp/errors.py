@@ -6,6 +6,7 @@
     │   ├── QuotaExceeded      a daily quota is used up; retry after ``retry_after_secs``
     │   ├── SinkUnavailable    the sink cannot be reached or failed transiently
     │   ├── BrokerUnavailable  the broker cannot be reached
+    │   ├── ServerUnreachable  the simbdp API server cannot be reached (clients: push)
     │   │   └── PublishInterrupted  it went away mid-publish: ``confirmed`` of ``total`` are in
     │   └── DuplicateMessages  a concurrent commit took some message ids; filter and retry
     └── TerminalError          the input itself is at fault; retrying cannot help
@@ -36,6 +37,7 @@ __all__ = [
     "QuotaExceeded",
     "Rejected",
     "SchemaError",
+    "ServerUnreachable",
     "SimbdpError",
     "SinkUnavailable",
     "TerminalError",
@@ -83,6 +85,12 @@ class SinkUnavailable(TransientError):
 
 class BrokerUnavailable(TransientError):
     code = "broker_unavailable"
+
+
+class ServerUnreachable(TransientError):
+    """A client (``simbdp push``) cannot reach the simbdp API server."""
+
+    code = "server_unreachable"
 
 
 class PublishInterrupted(BrokerUnavailable):

@@ -19,8 +19,9 @@ import httpx
 from rich.progress import Progress
 
 from simbdp.batch.staging import check_name
-from simbdp.errors import Rejected
+from simbdp.errors import AuthError, ConfigError, Rejected, ServerUnreachable
 from simbdp.formats import detect_format
+from simbdp.units import format_bytes
 
 __all__ = ["PushResult", "push"]
 
@@ -56,16 +57,46 @@ def _plan(folder: Path, profile: dict[str, Any]) -> tuple[list[Path], list[PushR
             skipped.append(PushResult(p.name, "skipped", "empty file"))
         elif p.stat().st_size > limits["max_file_bytes"]:
             skipped.append(PushResult(p.name, "skipped", f"over the limit of "
-                                      f"{limits['max_file_bytes']} bytes per file"))
+                                      f"{format_bytes(limits['max_file_bytes'])} per file"))
         else:
             ok.append(p)
     return ok, skipped
 
 
+def _message(r: httpx.Response) -> str:
+    try:
+        return str(r.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return r.text[:200] or r.reason_phrase
+
+
+def _profile(client: httpx.Client, base: str, tenant: str) -> dict[str, Any]:
+    """The tenant's profile from the server; a refusal raised as the error it stands for."""
+    try:
+        r = client.get(f"{base}/profile")
+    except httpx.TransportError as e:
+        raise ServerUnreachable(f"cannot reach the server at {base.split('/v1/')[0]}: {e}; "
+                                "check --server and that `simbdp serve` runs there") from e
+    if r.status_code in (401, 403):
+        raise AuthError(f"the server refused the key ({r.status_code}): {_message(r)}")
+    if r.status_code == 404:
+        raise ConfigError(f"tenant {tenant!r}: {_message(r)}; check --tenant and that the "
+                          "key is this tenant's")
+    if r.status_code != 200:
+        raise ServerUnreachable(f"the server answered {r.status_code} for tenant {tenant!r}'s "
+                                f"profile: {_message(r)}; try again later")
+    return r.json()  # type: ignore[no-any-return]
+
+
 def push(server: str, key: str, tenant: str, folder: Path, *, workers: int = 4,
          watch: bool = False, verify: bool | str | ssl.SSLContext = True, progress: bool = True,
          poll_secs: float = 2.0) -> list[PushResult]:
-    """Upload the allowed files of ``folder``; with ``watch``, keep sending new ones."""
+    """Upload the allowed files of ``folder``; with ``watch``, keep sending new ones.
+
+    Raises ServerUnreachable (no connection, or the server fails), AuthError (a wrong or
+    revoked key: 401/403), ConfigError (no such tenant for this key: 404). A file the server
+    refuses is a ``failed`` result, not an exception.
+    """
     headers = {"Authorization": f"Bearer {key}"}
     if isinstance(verify, str):  # a CA file, e.g. the provider's self-signed certificate
         verify = ssl.create_default_context(cafile=verify)
@@ -73,9 +104,7 @@ def push(server: str, key: str, tenant: str, folder: Path, *, workers: int = 4,
     sent: set[str] = set()
     results: list[PushResult] = []
     with httpx.Client(headers=headers, verify=verify, timeout=600) as client:
-        r = client.get(f"{base}/profile")
-        r.raise_for_status()
-        profile = r.json()
+        profile = _profile(client, base, tenant)
 
         def one(path: Path) -> PushResult:
             sha = _sha256(path)
@@ -90,8 +119,7 @@ def push(server: str, key: str, tenant: str, folder: Path, *, workers: int = 4,
                                          "Content-Length": str(path.stat().st_size)})
             if up.status_code == 202:
                 return PushResult(path.name, "sent")
-            return PushResult(path.name, "failed", up.json().get("error", {}).get("message",
-                                                                                   up.text))
+            return PushResult(path.name, "failed", f"{up.status_code}: {_message(up)}")
 
         while True:
             todo, skipped = _plan(folder, profile)

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from simbdp.api import health as health_api
 from simbdp.api import metrics, operator, tenant
 from simbdp.api.deps import Services
 from simbdp.observe.logs import get_logger
@@ -35,6 +36,7 @@ def create_app(platform: Platform, store: StateStore) -> FastAPI:
     app.include_router(tenant.router)
     app.include_router(operator.router)
     metrics.install(app)
+    app.include_router(health_api.router)
     log = get_logger("simbdp.api")
 
     @app.exception_handler(StarletteHTTPException)
@@ -57,7 +59,8 @@ def create_app(platform: Platform, store: StateStore) -> FastAPI:
         return _error(500, "internal", "the platform failed on this request; it was logged")
 
     @app.get("/healthz", tags=["meta"])
-    def health() -> dict[str, str]:
+    def alive() -> dict[str, str]:
+        """Liveness only (the process answers); load balancers use ``/v1/health``."""
         return {"status": "ok"}
 
     return app

@@ -21,6 +21,7 @@ from simbdp.formats import detect_format
 from simbdp.observe.logs import get_logger
 from simbdp.profiles.models import TenantProfile
 from simbdp.state import today
+from simbdp.units import format_bytes
 
 __all__ = ["router"]
 
@@ -101,7 +102,7 @@ async def upload(name: str, request: Request, p: TenantProfile = Depends(tenant_
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise ApiError(413, "too_large", f"{name!r}: {declared} bytes is over the limit of "
-                       f"{limit} bytes per file")
+                       f"{limit} bytes ({format_bytes(limit)}) per file")
     wait = svc.bucket(svc.uploads, tenant, cfg.api.upload_bytes_per_minute).take(
         float(declared or 0))
     if wait:

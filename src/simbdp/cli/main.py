@@ -8,27 +8,29 @@ import threading
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from simbdp.batch import BatchIngestManager
 from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.api import keys_app, push_command
-from simbdp.cli.common import console, load, print_config_error
+from simbdp.cli.common import EXIT_FAILED, EXIT_USAGE, CliGroup, console, err_console, load
+from simbdp.cli.records import records_app
 from simbdp.cli.report import report
 from simbdp.cli.schema import schema
 from simbdp.cli.stream import publish, stream_app
 from simbdp.cli.tenants import HOME, tenants_app
-from simbdp.errors import ConfigError
 from simbdp.home import start_home, use_private_umask
 from simbdp.service import run_platform
 from simbdp.state import StateStore
 
 __all__ = ["app"]
 
-app = typer.Typer(help="simbdp: multi-tenant big-data ingestion platform.",
+app = typer.Typer(help="simbdp: multi-tenant big-data ingestion platform.", cls=CliGroup,
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(stream_app, name="stream")
+app.add_typer(records_app, name="records")
 tenants_app.add_typer(keys_app, name="key")
 app.command("push")(push_command)
 app.command("report")(report)
@@ -52,17 +54,14 @@ def ingest(
     folder first; the originals are left untouched."""
     platform = load(home, runs_apps=True)
     start_home(platform.config)
-    try:
-        profile = platform.tenant(tenant)
-    except ConfigError as e:
-        print_config_error(e)
-        raise typer.Exit(2) from e
+    profile = platform.tenant(tenant)  # unknown: a ConfigError, exit 2
     staging = prepare_tenant_dirs(platform.config, profile.tenant_id)
     staged = []
     for f in files:
         if not f.is_file():
-            console.print(f"[red]error[/red] {f}: no such file")
-            raise typer.Exit(2)
+            err_console.print(f"[red]error[/red] {escape(str(f))}: no such file; "
+                              "give the path of a file to ingest", highlight=False)
+            raise typer.Exit(EXIT_USAGE)
         dest = staging / f.name
         part = staging / f".{f.name}.part"
         shutil.copyfile(f, part)
@@ -82,12 +81,12 @@ def ingest(
     for s in subs:
         rec = store.record(s.record_id) or {}
         outcome = rec.get("outcome", "?")
-        ok &= outcome == "processed"
+        ok &= outcome in ("processed", "duplicate")  # a duplicate loaded before: no error
         t.add_row(s.path.name, outcome, str(rec.get("rows_loaded", 0)),
                   str(rec.get("rows_rejected", 0)), rec.get("reason") or "")
     console.print(t)
     if not ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from simbdp.cli.common import console, load
 from simbdp.observe.report import batch_summary, stream_summary, unconfined_runs
 from simbdp.profiles import Platform
 from simbdp.state import StateStore
+from simbdp.units import format_bytes
 
 __all__ = ["parse_since", "print_disabled", "print_report", "report"]
 
@@ -39,25 +40,30 @@ def print_report(store: StateStore, tenant: str | None = None, since: float | No
     if platform is not None:
         print_disabled(platform, tenant)
     t = Table(title="batch ingestion per tenant")
-    for col in ("tenant", "accepted", "rejected", "failed", "duplicate", "waiting", "MB",
-                "MB read", "rows loaded", "rows rejected", "mean s", "p95 s", "MB/s"):
+    for col in ("tenant", "accepted", "rejected", "failed", "duplicate", "waiting", "size",
+                "read", "rows loaded", "rows rejected", "mean s", "p95 s", "work s",
+                "queued s", "MiB/s"):
         t.add_column(col, justify="left" if col == "tenant" else "right")
+    t.caption = ("mean s, p95 s: accepted -> done; work s: read + app + write (mean); "
+                 "queued s: the rest (queue wait, worker start, hashing); MiB/s: bytes read "
+                 "per second of work")
     for s in batch_summary(store, tenant, since):
         t.add_row(s.tenant, str(s.accepted), str(s.rejected), str(s.failed), str(s.duplicate),
                   f"[yellow]{s.waiting}[/yellow]" if s.waiting else "0",
-                  f"{s.bytes / 1e6:.2f}", f"{s.decompressed_bytes / 1e6:.2f}",
+                  format_bytes(s.bytes), format_bytes(s.decompressed_bytes),
                   f"{s.rows_loaded:,}", f"{s.rows_rejected:,}",
-                  f"{s.mean_secs:.3f}", f"{s.p95_secs:.3f}", f"{s.mb_per_sec:.1f}")
+                  f"{s.mean_secs:.3f}", f"{s.p95_secs:.3f}", f"{s.work_mean_secs:.3f}",
+                  f"{s.outside_mean_secs:.3f}", f"{s.mib_per_sec:.1f}")
     console.print(t)
     streams = stream_summary(store, tenant, since)
     if streams:
         st = Table(title="stream ingestion per tenant and app")
-        for col in ("tenant", "app", "messages", "MB", "rows loaded", "rows rejected",
+        for col in ("tenant", "app", "messages", "size", "rows loaded", "rows rejected",
                     "mean ms", "p99 ms", "max instances", "scale ups", "scale downs"):
             st.add_column(col, justify="left" if col in ("tenant", "app") else "right")
         for s in streams:
-            st.add_row(s.tenant, s.app, f"{s.messages:,}", f"{s.mb:.2f}", f"{s.rows_loaded:,}",
-                       f"{s.rows_rejected:,}", f"{s.latency_mean_ms:.1f}",
+            st.add_row(s.tenant, s.app, f"{s.messages:,}", format_bytes(s.bytes),
+                       f"{s.rows_loaded:,}", f"{s.rows_rejected:,}", f"{s.latency_mean_ms:.1f}",
                        f"{s.latency_p99_ms:.1f}", str(s.instances_max), str(s.scale_ups),
                        str(s.scale_downs))
         console.print(st)
@@ -86,7 +92,8 @@ def report(
     since: str | None = typer.Option(None, help="e.g. 30m, 2h, 1d or an ISO date"),
     home: Path | None = typer.Option(None, envvar="SIMBDP_HOME", help="platform home"),
 ) -> None:
-    """Print files accepted/rejected/failed, bytes, rows, mean/p95 time and MB/s per tenant."""
+    """Print files accepted/rejected/failed, sizes, rows, time (accepted -> done, at work, and
+    queued) and MiB/s per tenant."""
     platform = load(home)
     store = StateStore.open(platform.config)
     print_report(store, tenant, parse_since(since), platform)

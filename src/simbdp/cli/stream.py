@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from simbdp.cli.common import console, err_console, load
-from simbdp.errors import BrokerUnavailable, ConfigError, PublishInterrupted
+from simbdp.cli.common import EXIT_UNREACHABLE, EXIT_USAGE, console, err_console, load
+from simbdp.errors import BrokerUnavailable, PublishInterrupted
 from simbdp.profiles import Platform
 from simbdp.state import StateStore
 
@@ -24,9 +25,10 @@ APP = typer.Option(..., "--app", "-a")
 def _check(platform: Platform, tenant: str, app: str) -> None:
     try:
         spec = platform.tenant(tenant).app(app)
-    except (ConfigError, KeyError) as e:
-        err_console.print(f"[red]error[/red] {e}")
-        raise typer.Exit(2) from e
+    except KeyError as e:
+        err_console.print(f"[red]error[/red] tenant {tenant!r} has no app {app!r}; "
+                          "`simbdp tenants show` lists its apps", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from e
     if spec.kind != "stream":
         err_console.print(f"[red]error[/red] app {app!r} of tenant {tenant!r} is a batch app")
         raise typer.Exit(2)
@@ -120,12 +122,14 @@ def publish(file: Path = typer.Argument(..., help="a JSON-lines file, one messag
     try:
         n = publish_jsonl(platform, tenant, file, rate=rate, id_field=id_field, table=table)
     except PublishInterrupted as e:
-        err_console.print(f"[red]error[/red] {e}\n{e.confirmed} of {e.total} message(s) were "
-                          "confirmed; publishing the same file again is safe (the ids are "
-                          "derived from its content, so confirmed messages load once)")
+        err_console.print(f"[red]error[/red] {escape(str(e))}\n{e.confirmed} of {e.total} "
+                          "message(s) were confirmed; publishing the same file again is safe "
+                          "(the ids are derived from its content, so confirmed messages load "
+                          "once)", highlight=False)
         raise typer.Exit(1) from e
     except BrokerUnavailable as e:
         err_console.print(f"[red]error[/red] tenant {tenant!r}: no batch of messages was "
-                          f"confirmed: {e}\npublishing the same file again is safe")
-        raise typer.Exit(1) from e
+                          f"confirmed: {escape(str(e))}\ncheck that the broker runs; "
+                          "publishing the same file again is safe", highlight=False)
+        raise typer.Exit(EXIT_UNREACHABLE) from e
     console.print(f"published {n} message(s) for tenant {tenant!r}")

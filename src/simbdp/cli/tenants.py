@@ -13,11 +13,12 @@ from rich.table import Table
 
 from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.common import console, err_console, home_path, load, print_config_error
-from simbdp.errors import BrokerUnavailable, ConfigError, CredentialsIssued
+from simbdp.errors import ConfigError
 from simbdp.home import make_private
 from simbdp.profiles import check_profiles, load_profile, save_profile
 from simbdp.profiles.infer import Inferred, infer_profile
 from simbdp.stream.client import issue_broker_credentials
+from simbdp.units import format_bytes
 
 __all__ = ["tenants_app"]
 
@@ -98,9 +99,8 @@ def check(path: Path = typer.Argument(..., help="a profile file or a folder of t
     good, problems = check_profiles(path)
     for p in good:
         console.print(f"[green]ok[/green] {p.tenant_id}")
-    for f, loc, msg in problems:
-        err_console.print(f"[red]error[/red] {f}: [bold]{loc or '(file)'}[/bold]: {msg}")
-    if problems:
+    if problems:  # patterns such as '^[a-z][a-z0-9_]{0,62}$' printed as written
+        print_config_error(ConfigError(f"{path}: invalid profiles", problems))
         raise typer.Exit(1)
 
 
@@ -109,11 +109,7 @@ def add(profile_file: Path, home: Path | None = HOME,
         app_dir: Path | None = typer.Option(None, help="folder with the tenant's app code")
         ) -> None:
     """Validate a profile and install it (with its app code) into the platform."""
-    try:
-        profile = load_profile(profile_file)
-    except ConfigError as e:
-        print_config_error(e)
-        raise typer.Exit(1) from e
+    profile = load_profile(profile_file)  # a ConfigError: every problem printed, exit 2
     platform = load(home_path(home))
     dest = save_profile(platform.config, profile)
     prepare_tenant_dirs(platform.config, profile.tenant_id)
@@ -130,14 +126,14 @@ def list_(home: Path | None = HOME) -> None:
     """List tenants with their tables, apps and limits."""
     platform = load(home)
     t = Table()
-    for col in ("tenant", "enabled", "tables", "apps", "file types", "max file MB",
-                "files/day", "GB/day", "disabled because"):
+    for col in ("tenant", "enabled", "tables", "apps", "file types", "max file",
+                "files/day", "bytes/day", "disabled because"):
         t.add_column(col)
     for p in platform.tenants.values():
         t.add_row(p.tenant_id, "yes" if p.enabled else "no",
                   ", ".join(x.name for x in p.tables), ", ".join(a.name for a in p.apps) or "-",
-                  ", ".join(p.batch.file_types), f"{p.batch.max_file_bytes / 1e6:g}",
-                  str(p.batch.max_files_per_day), f"{p.batch.max_bytes_per_day / 1e9:g}",
+                  ", ".join(p.batch.file_types), format_bytes(p.batch.max_file_bytes),
+                  str(p.batch.max_files_per_day), format_bytes(p.batch.max_bytes_per_day),
                   "" if p.enabled else "enabled: false in its profile")
     for tenant, reason in sorted(platform.broken.items()):
         t.add_row(tenant, "no", *["-"] * 6, f"profile did not load: {reason}")
@@ -147,12 +143,7 @@ def list_(home: Path | None = HOME) -> None:
 @tenants_app.command("show")
 def show(tenant: str, home: Path | None = HOME) -> None:
     """Print one tenant's profile as JSON."""
-    platform = load(home)
-    try:
-        profile = platform.tenant(tenant)
-    except ConfigError as e:
-        print_config_error(e)
-        raise typer.Exit(1) from e
+    profile = load(home).tenant(tenant)
     console.print_json(json.dumps(profile.model_dump(mode="json")))
 
 
@@ -167,15 +158,8 @@ def broker_credentials(
     The secret is made when the user is created (or with --rotate) and printed once: simbdp
     keeps no copy. The user may publish to and read the tenant's own queues only.
     """
-    platform = load(home)
-    try:
-        creds = asyncio.run(issue_broker_credentials(platform, tenant, rotate=rotate))
-    except ConfigError as e:
-        print_config_error(e)
-        raise typer.Exit(2) from e
-    except (CredentialsIssued, BrokerUnavailable) as e:
-        err_console.print(f"[red]error[/red] {e}")
-        raise typer.Exit(1) from e
+    # unknown tenant: exit 2; secret handed out already (CredentialsIssued): 1; broker down: 3
+    creds = asyncio.run(issue_broker_credentials(load(home), tenant, rotate=rotate))
     console.print(f"tenant:   {creds.tenant}\nuser:     {creds.username}\n"
                   f"secret:   {creds.password}\nurl:      {creds.url}", soft_wrap=True,
                   highlight=False, markup=False)

@@ -59,15 +59,23 @@ def _for_copy(data: pa.Table | pa.RecordBatch) -> pa.Table:
 
 
 class PostgresTransaction:
-    """One tenant's open transaction on the sink's connection."""
+    """One tenant's open transaction on the sink's connection.
+
+    ``rows_inserted`` and ``rows_updated`` count what the writes of this transaction did to
+    the tenant's tables: an upsert that meets a key already there updates that row (counted
+    once, as updated), so the two add up to the rows written, not to the table's growth plus
+    duplicates. A rollback sets both back to 0.
+    """
 
     def __init__(self, conn: psycopg.Connection[Any], profile: TenantProfile):
         self._conn, self._schema, self._tenant = conn, profile.schema_name, profile.tenant_id
         self._stages: set[str] = set()
+        self.rows_inserted = self.rows_updated = 0
 
     def _copy(self, target: str, cols: list[str], data: pa.Table | pa.RecordBatchReader
-              ) -> None:
-        """One COPY of every batch: the server inserts while the next batches are sent."""
+              ) -> int:
+        """One COPY of every batch: the server inserts while the next batches are sent.
+        Returns the rows copied."""
         enc = ArrowToPostgresBinaryEncoder(data.schema)
         batches = data if isinstance(data, pa.RecordBatchReader) \
             else data.to_batches(max_chunksize=64 * 1024)
@@ -75,9 +83,12 @@ class PostgresTransaction:
                 f"COPY {target} ({', '.join(qi(c) for c in cols)}) FROM STDIN (FORMAT BINARY)"
         ) as copy:
             copy.write(enc.write_header())
+            rows = 0
             for batch in batches:
                 copy.write(enc.write_batch(batch))
+                rows += batch.num_rows
             copy.write(enc.finish())
+        return rows
 
     def write_stream(self, table: TableSpec, reader: pa.RecordBatchReader) -> None:
         """Write a whole stream of batches with one COPY straight into the table.
@@ -92,7 +103,8 @@ class PostgresTransaction:
                 self.write(table, batch)
             return
         try:
-            self._copy(qualified(self._schema, table.name), table.column_names, reader)
+            self.rows_inserted += self._copy(qualified(self._schema, table.name),
+                                             table.column_names, reader)
         except psycopg.errors.UniqueViolation as e:
             self.rollback()
             raise KeyConflict(f"tenant {self._tenant!r}: table {table.name!r}: "
@@ -113,7 +125,7 @@ class PostgresTransaction:
         target = qualified(self._schema, table.name)
         try:
             if not _staged(table):
-                self._copy(target, cols, _for_copy(data))
+                self.rows_inserted += self._copy(target, cols, _for_copy(data))
                 return
             rows = _for_copy(data)
             stage = qi(f"_simbdp_stage_{table.name}")
@@ -132,7 +144,15 @@ class PostgresTransaction:
                 sets = ", ".join(f"{qi(c)} = EXCLUDED.{qi(c)}" for c in others)
                 sql += f" ON CONFLICT ({keys}) " + (f"DO UPDATE SET {sets}" if sets
                                                      else "DO NOTHING")
-            self._conn.execute(sql)
+                # xmax is 0 in a row this statement inserted, set in one it updated
+                sql = (f"WITH w AS ({sql} RETURNING (xmax = 0) AS inserted) SELECT "
+                       "count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
+                       "FROM w")
+                inserted, updated = self._conn.execute(sql).fetchone() or (0, 0)
+                self.rows_inserted += inserted
+                self.rows_updated += updated
+            else:
+                self.rows_inserted += self._conn.execute(sql).rowcount
             self._conn.execute(f"TRUNCATE {stage}")
         except psycopg.Error as e:
             raise self._write_failed(table, e) from e
@@ -182,6 +202,7 @@ class PostgresTransaction:
                                   ) from e
 
     def rollback(self) -> None:
+        self.rows_inserted = self.rows_updated = 0
         with contextlib.suppress(psycopg.Error):
             self._conn.rollback()
 

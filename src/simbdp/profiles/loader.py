@@ -46,7 +46,8 @@ class Platform:
             if tenant_id in self.broken:
                 raise ConfigError(f"tenant {tenant_id!r} is disabled: its profile did not "
                                   f"load: {self.broken[tenant_id]}") from None
-            raise ConfigError(f"unknown tenant {tenant_id!r}") from None
+            raise ConfigError(f"unknown tenant {tenant_id!r}: add it with `simbdp tenants add "
+                              f"PROFILE.yaml`; `simbdp tenants list` shows the tenants") from None
 
 
 def _read(path: Path) -> Any:

@@ -1,6 +1,8 @@
 import multiprocessing as mp
 from pathlib import Path
 
+import pytest
+
 from simbdp.observe.report import batch_summary
 from simbdp.profiles import PlatformConfig
 from simbdp.state import MAX_REASON_CHARS, StateStore, today
@@ -68,11 +70,24 @@ def test_long_reasons_are_cut_in_records(tmp_path):
     assert "more characters in the reason file" in got
 
 
-def test_report_mb_per_sec_counts_decompressed_bytes(tmp_path):
+def test_report_mib_per_sec_counts_decompressed_bytes_per_second_of_work(tmp_path):
     store = StateStore.open(PlatformConfig(home=tmp_path))
-    a = store.start_record("t", "batch", "a.csv.gz", bytes=1_000_000)
-    store.finish_record(a, "processed", decompressed_bytes=10_000_000)
-    store.db.execute("UPDATE ingestions SET ended_at = started_at + 2 WHERE id = ?", [a])
+    a = store.start_record("t", "batch", "a.csv.gz", bytes=2**20)
+    store.finish_record(a, "processed", decompressed_bytes=10 * 2**20, read_secs=1.0,
+                        app_secs=0.5, write_secs=0.5)
+    store.db.execute("UPDATE ingestions SET ended_at = started_at + 6 WHERE id = ?", [a])
     [s] = batch_summary(store, "t")
-    assert s.bytes == 1_000_000 and s.decompressed_bytes == 10_000_000
-    assert s.mb_per_sec == 5.0
+    assert s.bytes == 2**20 and s.decompressed_bytes == 10 * 2**20
+    assert s.mib_per_sec == 5.0  # 10 MiB in 2 s of work, not in the 6 s since accepted
+
+
+def test_report_separates_queue_wait_from_work(tmp_path):
+    # the Parquet file: 6.32 s from accepted to done, of which 1.27 s at work
+    store = StateStore.open(PlatformConfig(home=tmp_path))
+    a = store.start_record("t", "batch", "a.parquet", bytes=1000)
+    store.finish_record(a, "processed", read_secs=0.27, app_secs=0.0, write_secs=1.0)
+    store.db.execute("UPDATE ingestions SET ended_at = started_at + 6.32 WHERE id = ?", [a])
+    [s] = batch_summary(store, "t")
+    assert s.mean_secs == pytest.approx(6.32)
+    assert s.work_mean_secs == pytest.approx(1.27)
+    assert s.outside_mean_secs == pytest.approx(5.05)
