@@ -346,7 +346,7 @@ def _conformed(table: TableSpec, data: pa.Table, path: Path, result: JobResult,
     good = conformed.good
     if table.primary_key and good.num_rows:
         good = dedupe_last(good, table.primary_key)
-    result.rows_loaded += conformed.rows_good
+    result.rows_loaded += good.num_rows  # a key repeated in the chunk is written once
     result.rows_rejected += conformed.rows_rejected
     for rule, n in conformed.rule_failures.items():
         result.rule_failures[rule] = result.rule_failures.get(rule, 0) + n

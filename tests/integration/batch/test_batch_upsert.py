@@ -46,6 +46,7 @@ def test_new_keys_then_repeated_keys_upsert_last_wins(keyed_env):  # type: ignor
          (HEADER + "2,21,r,b,x,1,b\n" + "2,30,r,c,x,1,b\n" + "3,31,r,c,x,1,b\n").encode())
     [rec] = env.ingest("acme", "b.csv")
     assert rec["outcome"] == "processed", rec["reason"]
+    assert rec["rows_in"] == 3 and rec["rows_loaded"] == 2  # c is written once
     assert _rows(env, sink) == {("r", "a"): 10, ("r", "b"): 21, ("r", "c"): 31}
     assert env.count("acme", sink=sink) == 3
 
