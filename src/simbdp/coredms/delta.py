@@ -125,6 +125,7 @@ class DeltaTransaction:
                     f"{hit.ingestion_id if hit else '?'}); nothing loaded")
             for name in sorted(self._parts):
                 self.commit_table(name, entry)
+            sink.fault_point("delta_before_ledger")
             row = pa.table({
                 "key": [entry.key], "source": [entry.source],
                 "ingestion_id": [entry.ingestion_id], "rows": [entry.rows],
@@ -187,6 +188,12 @@ class DeltaSink:
         except (DeltaError, OSError) as e:
             raise SinkUnavailable(f"tenant {profile.tenant_id!r}: delta table {table!r}: "
                                   f"{e}") from e
+
+    def fault_point(self, name: str) -> None:
+        """Crash here if ``<path>/.faults/<name>`` exists: lets tests kill a worker between
+        the data tables' commits and the ledger's (like the batch job's fault points)."""
+        if (self.root / ".faults" / name).exists():
+            os._exit(137)
 
     # writes ---------------------------------------------------------------------------------
     @staticmethod
