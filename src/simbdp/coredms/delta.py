@@ -26,7 +26,7 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Field, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, SchemaMismatchError, TableNotFoundError
 
 from simbdp.coredms.base import LedgerEntry, register_sink
@@ -237,8 +237,18 @@ class DeltaSink:
             for t in profile.tables:
                 DeltaTable.create(self.table_uri(profile, t.name), t.arrow_schema(),
                                   partition_by=t.partition_by or None, mode="ignore")
+                self._add_columns(profile, t)
         except (DeltaError, OSError) as e:
             raise SinkUnavailable(f"tenant {profile.tenant_id!r}: delta tables: {e}") from e
+
+    def _add_columns(self, profile: TenantProfile, spec: TableSpec) -> None:
+        """A nullable column added to the profile is added to the table (as DuckDB does)."""
+        table = self.open_table(profile, spec.name)
+        have = {f.name for f in table.schema().fields}
+        new = [Field.from_arrow(f) for f in spec.arrow_schema()
+               if f.name not in have and f.nullable]
+        if new:
+            table.alter.add_columns(new)
 
     def ledger_lookup(self, profile: TenantProfile, key: str) -> LedgerEntry | None:
         ledger = self.open_table(profile, LEDGER_TABLE)

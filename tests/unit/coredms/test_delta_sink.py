@@ -133,3 +133,19 @@ def test_partition_by_must_name_a_column():
     with pytest.raises(ValueError, match="partition_by"):
         TenantProfile.model_validate({"tenant_id": "x", "tables": [
             {"name": "t", "partition_by": ["nope"], "columns": [{"name": "a", "type": "int"}]}]})
+
+
+def test_a_nullable_column_added_to_the_profile_is_added_to_the_table(sink):
+    tx = sink.begin(PROFILE)
+    tx.write(PROFILE.table("log"), log(["a"], [1]))
+    tx.commit(entry("before"))
+    data = PROFILE.model_dump()
+    data["tables"][1]["columns"].append({"name": "note", "type": "text"})
+    grown = TenantProfile.model_validate(data)
+    sink.ensure_tables(grown)
+    tx = sink.begin(grown)
+    tx.write(grown.table("log"), pa.table({"k": ["b"], "v": [2], "day": ["2026-01-01"],
+                                           "note": ["hi"]}).cast(grown.table("log").arrow_schema()))
+    tx.commit(entry("after"))
+    got = sink.read_rows(grown, "log").sort_by("k")
+    assert got.column("note").to_pylist() == [None, "hi"]
