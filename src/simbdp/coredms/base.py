@@ -91,6 +91,6 @@ def open_sink(settings: SinkSettings) -> Sink:
     """Instantiate the sink registered for ``settings.kind``."""
     import importlib
 
-    module = {"duckdb": "duckdb_sink", "postgres": "postgres"}[settings.kind]
+    module = {"duckdb": "duckdb_sink", "postgres": "postgres", "delta": "delta"}[settings.kind]
     importlib.import_module(f"simbdp.coredms.{module}")  # registers the sink
     return SINKS[settings.kind](settings)

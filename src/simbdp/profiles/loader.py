@@ -143,6 +143,12 @@ def _load_tenants(config: PlatformConfig) -> tuple[dict[str, TenantProfile], dic
             continue
         unknown = [(str(path), f"tables.{t.name}.sinks", f"unknown sink {s!r}")
                    for t in profile.tables for s in t.sinks if s not in config.sinks]
+        unknown += [(str(path), f"apps.{a.name}.tables",
+                     f"table {t!r} writes to the delta sink {s!r}: delta sinks take batch "
+                     "files only for now")
+                    for a in profile.stream_apps() for t in a.tables
+                    for s in profile.table(t).sinks
+                    if s in config.sinks and config.sinks[s].kind == "delta"]
         if unknown:
             broken[tid] = _reason(unknown)
         else:

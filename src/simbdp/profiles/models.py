@@ -93,6 +93,8 @@ class TableSpec(Model):
     """Names of platform sinks this table is written to (several sinks per table)."""
     quality: list[QualityRule] = []
     """Row checks; rows failing one are rejected with the rule's name."""
+    partition_by: list[Identifier] = []
+    """Columns a lake (delta) sink partitions the table by; other sinks ignore it."""
 
     @model_validator(mode="before")
     @classmethod
@@ -115,6 +117,9 @@ class TableSpec(Model):
             raise ValueError(f"quality rules name unknown columns {bad}")
         if not self.sinks:
             raise ValueError("sinks must name at least one sink")
+        unknown = [c for c in self.partition_by if c not in names]
+        if unknown:
+            raise ValueError(f"partition_by columns {unknown} are not columns of the table")
         return self
 
     @property
@@ -293,10 +298,11 @@ class TenantProfile(Model):
 
 
 class SinkSettings(Model):
-    kind: Literal["duckdb", "postgres"]
-    """duckdb or postgres."""
+    kind: Literal["duckdb", "postgres", "delta"]
+    """duckdb, postgres or delta (a Delta Lake folder)."""
     path: Path | None = None
-    """duckdb: folder of per-tenant database files."""
+    """duckdb: folder of per-tenant database files; delta: root folder of the tenants' Delta
+    tables (``<path>/<namespace>/<table>``)."""
     dsn: SecretStr | None = None
     """postgres: connection string, e.g. ``postgresql://user:pw@host/db`` (kept secret)."""
     memory_limit_mb: int = Field(256, ge=64)

@@ -51,6 +51,9 @@ sinks:
   warehouse:
     kind: postgres
     dsn: postgresql://simbdp:secret@127.0.0.1/simbdp
+  lake:
+    kind: delta
+    path: /srv/simbdp/lake
 broker:
   kind: rabbitmq
   url: amqp://simbdp:secret@127.0.0.1:5672/

@@ -111,3 +111,17 @@ def test_cli_check_prints_errors(tmp_path):
     assert result.exit_code == 1
     assert "ok acme" in result.stdout
     assert "bad.yaml" in result.stderr and "tables" in result.stderr
+
+
+def test_a_stream_app_into_a_delta_sink_disables_the_tenant(tmp_path):
+    (tmp_path / "tenants").mkdir()
+    write(tmp_path / "platform.yaml", {"sinks": {"lake": {"kind": "delta", "path": "lake"}}})
+    data = {**GOOD, "tables": [{**GOOD["tables"][0], "sinks": ["default", "lake"]}],
+            "apps": [{"name": "ev", "kind": "stream", "tables": ["comments"]}]}
+    write(tmp_path / "tenants" / "acme.yaml", data)
+    write(tmp_path / "tenants" / "beta.yaml", {**GOOD, "tenant_id": "beta",
+                                               "tables": [{**GOOD["tables"][0],
+                                                           "sinks": ["lake"]}]})
+    platform = load_platform(tmp_path)
+    assert list(platform.tenants) == ["beta"]  # batch files into a delta sink are fine
+    assert "delta sinks take batch files only for now" in platform.broken["acme"]
