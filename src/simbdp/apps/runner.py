@@ -345,7 +345,9 @@ class AppRunner:
         exited = self._wait_exit(2.0)
         ended = self._end(graceful=False)
         tail, peak_kib = self._tail(), self._vm_peak_kib
-        oom = self._cgroup is not None and self._cgroup.oom_killed()
+        # with a cgroup the kernel counts its OOM kills: resident memory is known, not guessed
+        cgroup = self._cgroup
+        oom = cgroup is not None and cgroup.oom_killed()
         self._discard()
         code, rss_kib = ended if ended is not None else (None, 0)
         if not exited:
@@ -359,7 +361,10 @@ class AppRunner:
         site = _crash_site(tail, app_dir)
         lines = tail.strip().splitlines()
         detail = f"{how}{site}" if site else f"{how}: {lines[-1][:300]}" if lines else how
-        near = max(peak_kib, rss_kib) * 1024 >= _NEAR_LIMIT * self.spec.memory_mb * 1024**2
+        # a native crash near RLIMIT_AS (address space) is a memory failure; without a cgroup
+        # the peak resident size is the only hint of one near the resident limit
+        peak = peak_kib if cgroup is not None else max(peak_kib, rss_kib)
+        near = peak * 1024 >= _NEAR_LIMIT * self.spec.memory_mb * 1024**2
         native = exited and code is not None and -code in (
             signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS)
         when = "while loading: " if loading else ""
