@@ -146,3 +146,17 @@ def test_changed_limit_applies_to_later_files_and_a_broken_profile_disables_its_
     assert _wait(lambda: served.outcome("acme", "small.csv")) == "processed"
     time.sleep(1.0)
     assert waiting.exists() and served.outcome("beta", "b.csv") is None
+
+
+def test_disabled_tenant_files_stay_in_staging_until_enabled_again(served, comments):
+    served.write(tenant_profile("beta", enabled=False))
+    assert _wait(lambda: served.decided("beta", "profile_added"))
+    waiting = drop(served.config.staging_dir("beta") / "b.csv", comments(10))
+    drop(served.config.staging_dir("acme") / "a.csv", comments(10, seed=1))
+    assert _wait(lambda: served.outcome("acme", "a.csv")) == "processed"
+    time.sleep(1.0)
+    assert waiting.exists() and served.outcome("beta", "b.csv") is None
+
+    served.write(tenant_profile("beta"))
+    assert _wait(lambda: served.decided("beta", "profile_changed"))
+    assert _wait(lambda: served.outcome("beta", "b.csv")) == "processed"
