@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -66,11 +67,16 @@ def create_app(platform: Platform, store: StateStore) -> FastAPI:
     return app
 
 
-def serve_api(platform: Platform, stop: threading.Event) -> None:
-    """Run the API (TLS when the config names a certificate) until ``stop`` is set."""
+def serve_api(platform: Platform, stop: threading.Event,
+              attach: Callable[[Services], None] | None = None) -> None:
+    """Run the API (TLS when the config names a certificate) until ``stop`` is set;
+    ``attach`` is given the app's services (so a reloader can hand it new platforms)."""
     api = platform.config.api
     store = StateStore.open(platform.config)
-    config = uvicorn.Config(create_app(platform, store), host=api.host, port=api.port,
+    fastapi_app = create_app(platform, store)
+    if attach is not None:
+        attach(fastapi_app.state.services)
+    config = uvicorn.Config(fastapi_app, host=api.host, port=api.port,
                             ssl_certfile=str(api.tls_cert) if api.tls_cert else None,
                             ssl_keyfile=str(api.tls_key) if api.tls_key else None,
                             log_level="warning", timeout_keep_alive=5)

@@ -70,6 +70,11 @@ class Services:
     requests: dict[str, TokenBucket]
     uploads: dict[str, TokenBucket]
 
+    def apply(self, platform: Platform) -> None:
+        """Take a reloaded platform: the next request sees its tenants (one attribute
+        swapped; a request in progress keeps the profile it resolved)."""
+        self.platform = platform
+
     def bucket(self, kind: dict[str, TokenBucket], who: str, rate: float) -> TokenBucket:
         if who not in kind:
             kind[who] = TokenBucket(rate)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query
@@ -34,7 +34,9 @@ def add_tenant(p: TenantProfile = Body(...), _: Caller = Depends(operator),
     """Validate and install a tenant profile (takes effect for new work at once)."""
     save_profile(svc.platform.config, p)
     prepare_tenant_dirs(svc.platform.config, p.tenant_id)
-    svc.platform.tenants[p.tenant_id] = p
+    # a new Platform, never the shared one changed in place: the other parts of serve
+    # get the file from the reloader
+    svc.apply(replace(svc.platform, tenants={**svc.platform.tenants, p.tenant_id: p}))
     return {"tenant_id": p.tenant_id, "staging": str(svc.platform.config.staging_dir(
         p.tenant_id))}
 
@@ -48,7 +50,7 @@ def disable(tenant: str, _: Caller = Depends(operator), svc: Services = Depends(
         raise ApiError(404, "not_found", f"no tenant {tenant!r}")
     p2 = p.model_copy(update={"enabled": False})
     save_profile(svc.platform.config, p2)
-    svc.platform.tenants[tenant] = p2
+    svc.apply(replace(svc.platform, tenants={**svc.platform.tenants, tenant: p2}))
     for a in p2.stream_apps():
         svc.store.set_desired(tenant, a.name, 0, paused_reason="tenant disabled")
     return {"tenant_id": tenant, "enabled": False}

@@ -73,6 +73,7 @@ class _Running:
     conn: Connection
     started: float
     deadline: float
+    profile: TenantProfile  # the profile the file was accepted under
     result: JobResult | None = None
     heard: bool = False  # the pipe said its one thing (a result, EOF or a bad message)
 
@@ -89,17 +90,49 @@ class BatchIngestManager:
         self._retries: list[tuple[float, FileJob]] = []
         self._taken: set[Path] = set()  # queued, running or waiting for a retry
         self._orphans: dict[str, list[Path]] = {}  # in flight when a manager stopped
+        # the profile each taken file was accepted under: it finishes under it, whatever
+        # a reload brings meanwhile
+        self._profiles: dict[Path, TenantProfile] = {}
+        self._pending: Platform | None = None  # handed over by apply(), taken by the loop
+        self._pending_lock = threading.Lock()
+        self._watcher: StagingWatcher | None = None
         # warm workers, started now (each imports pyarrow, duckdb...), not with the first file
         self._idle: list[WorkerProcess] = [WorkerProcess() for _ in range(self.config.workers)]
         for tenant in platform.tenants:
             prepare_tenant_dirs(self.config, tenant)
         self._ensure_tables()
 
-    def _ensure_tables(self) -> None:
+    def apply(self, platform: Platform) -> None:
+        """Take a reloaded platform (any thread): the manager's loop switches to it before
+        its next scan. Files already taken finish under the profile they were taken with."""
+        with self._pending_lock:
+            self._pending = platform
+
+    def _refresh(self) -> None:
+        """Switch to the platform handed to :meth:`apply`, if any: new and changed tenants
+        get their folders, tables and a watch; removed, broken and disabled tenants are no
+        longer scanned (their staging files stay where they are)."""
+        with self._pending_lock:
+            new, self._pending = self._pending, None
+        if new is None:
+            return
+        old, self.platform = self.platform, new
+        fresh = [p for t, p in new.tenants.items() if old.tenants.get(t) != p]
+        for profile in fresh:
+            staging = prepare_tenant_dirs(self.config, profile.tenant_id)
+            if self._watcher is not None:
+                self._watcher.watch(profile.tenant_id, staging)
+        try:
+            self._ensure_tables(fresh)
+        except Exception as e:  # a sink away: the files wait and fail or retry as usual
+            self.log.error("ensure_tables_failed", tenants=[p.tenant_id for p in fresh],
+                           reason=f"{type(e).__name__}: {e}")
+
+    def _ensure_tables(self, profiles: list[TenantProfile] | None = None) -> None:
         """Create every tenant's namespace and tables in each sink it uses."""
+        chosen = list(self.platform.tenants.values()) if profiles is None else profiles
         for name, settings in self.config.sinks.items():
-            users = [p for p in self.platform.tenants.values()
-                     if any(name in t.sinks for t in p.tables)]
+            users = [p for p in chosen if any(name in t.sinks for t in p.tables)]
             if not users:
                 continue
             sink = open_sink(settings)
@@ -112,7 +145,9 @@ class BatchIngestManager:
     def _tenant_limit(self, tenant: str) -> int:
         # DuckDB takes one writer per database file: a second job of the same tenant would
         # only wait for the first one's lock while holding a worker
-        profile = self.platform.tenants[tenant]
+        profile = self.platform.tenants.get(tenant)
+        if profile is None:  # removed meanwhile: its files in flight finish one at a time
+            return 1
         kinds = {self.config.sinks[s].kind for t in profile.tables for s in t.sinks}
         return 1 if "duckdb" in kinds else self.config.workers
 
@@ -178,6 +213,7 @@ class BatchIngestManager:
                                       quota_day=day)
         job = FileJob(record_id=rid, tenant=tenant, path=path, nbytes=nbytes, quota_day=day)
         self._taken.add(path)
+        self._profiles[path] = profile
         self.queue.push(tenant, job)
         self.log.info("accepted", tenant=tenant, file=path.name, bytes=nbytes, record=rid)
         return Submission(path, rid, True)
@@ -224,8 +260,11 @@ class BatchIngestManager:
     def scan(self, *, pump: bool = False) -> int:
         """Look at every staging folder; submit files that are complete (``pump``: start
         workers on them as they are submitted). Returns how many."""
+        self._refresh()
         n = 0
         for tenant, profile in self.platform.tenants.items():
+            if not profile.enabled:  # disabled: its files wait in staging, untouched
+                continue
             for path in self._orphans.pop(tenant, []):
                 self._submit_one(profile, path)
                 n += 1
@@ -263,7 +302,7 @@ class BatchIngestManager:
             if item is None:
                 return
             tenant, job = item
-            profile = self.platform.tenants[tenant]
+            profile = self._profiles.get(job.path) or self.platform.tenant(tenant)
             if job.waits:
                 self.store.mark_record(job.record_id, "running")
             # more of this tenant's files queued: the worker keeps its sinks and app warm
@@ -271,7 +310,8 @@ class BatchIngestManager:
             proc = self._send(tenant, (self.config, profile, job, more))
             started = time.monotonic()
             self._running[proc.sentinel] = _Running(job, proc, proc.results, started,
-                                                    started + profile.batch.max_file_secs)
+                                                    started + profile.batch.max_file_secs,
+                                                    profile)
             self.log.info("started", tenant=tenant, file=job.path.name, record=job.record_id,
                           attempt=job.attempt, pid=proc.pid)
 
@@ -359,7 +399,7 @@ class BatchIngestManager:
 
     def _overdue(self, run: _Running) -> None:
         job = run.job
-        limit = self.platform.tenants[job.tenant].batch.max_file_secs
+        limit = run.profile.batch.max_file_secs
         self._kill(run)
         if run.result is None:  # an answer that came in time counts
             run.result = JobResult(outcome="failed", code="deadline", reason=(
@@ -438,6 +478,7 @@ class BatchIngestManager:
                    "quality": result.rule_failures}
         move_to_outcome(self.config, tenant, path, folder, details)
         self._taken.discard(path)
+        self._profiles.pop(path, None)
         self.store.finish_record(job.record_id, outcome, reason=result.reason,
                                  content_key=result.content_key, sandbox=result.sandbox,
                                  decompressed_bytes=decompressed, **stats)
@@ -499,13 +540,16 @@ class BatchIngestManager:
         """Watch staging folders and ingest until ``stop`` is set; then finish the files in
         flight (queued ones stay in staging for the next start) and return."""
         self.recover()
-        watcher = StagingWatcher()
+        watcher = self._watcher = StagingWatcher()
         for tenant in self.platform.tenants:
             watcher.watch(tenant, prepare_tenant_dirs(self.config, tenant))
         watcher.start()
         next_scan = 0.0
         try:
             while not stop.is_set():
+                if self._pending is not None:
+                    self._refresh()
+                    next_scan = 0.0  # a new tenant's files already there are taken now
                 events = watcher.drain()
                 for _tenant, path, state in events:
                     if state == "complete":
@@ -523,6 +567,7 @@ class BatchIngestManager:
                 if idle_exit and not self.busy and not self.tracker.pending:
                     break
         finally:
+            self._watcher = None
             watcher.stop()
             self._drain_on_stop()
             self.close()
@@ -548,6 +593,7 @@ class BatchIngestManager:
         self.store.finish_record(job.record_id, "interrupted", reason=reason)
         self.store.release_files(job.tenant, job.quota_day, 1, job.nbytes)
         self._taken.discard(job.path)
+        self._profiles.pop(job.path, None)
         self.log.warning("interrupted", tenant=job.tenant, file=job.path.name,
                          record=job.record_id, reason=reason)
 

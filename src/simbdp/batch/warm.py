@@ -31,6 +31,7 @@ class Warm:
         self._ensured: set[tuple[str, str]] = set()
         self._runners: dict[tuple[str, str], AppRunner] = {}
         self.tenant: str | None = None  # whose sessions and runners are kept
+        self._seen: dict[str, TenantProfile] = {}  # the profile each tenant last came with
 
     def sink(self, config: PlatformConfig, name: str, profile: TenantProfile) -> Sink:
         """The sink ``name`` with the tenant's tables ensured (once) and, where the sink can,
@@ -57,8 +58,14 @@ class Warm:
             self._runners[key] = runner
         return runner
 
-    def switch(self, tenant: str) -> None:
-        """Before a file of ``tenant``: let go of what another tenant's files kept."""
+    def switch(self, profile: TenantProfile) -> None:
+        """Before a file of ``profile``'s tenant: let go of what another tenant's files
+        kept; drop everything if the tenant's profile changed (a live reload) since its last
+        file here, so its tables are ensured and its apps started again under the new one."""
+        tenant = profile.tenant_id
+        if self._seen.get(tenant, profile) != profile:
+            self.drop()
+        self._seen[tenant] = profile
         if self.tenant is not None and tenant != self.tenant:
             self.release()
             self._close_runners()

@@ -103,7 +103,7 @@ def serve_jobs(jobs: Connection, results: Connection) -> None:
                 config, profile, job, more = pickle.loads(jobs.recv_bytes(MAX_JOB_BYTES))
             except EOFError:
                 return
-            warm.switch(profile.tenant_id)
+            warm.switch(profile)
             try:
                 result = run_file_job(config, profile, job, warm)
             except Exception as e:  # a bug in the platform: fail this file, keep serving

@@ -111,12 +111,13 @@ def add(profile_file: Path, home: Path | None = HOME,
     """Validate a profile and install it (with its app code) into the platform."""
     profile = load_profile(profile_file)  # a ConfigError: every problem printed, exit 2
     platform = load(home_path(home))
-    dest = save_profile(platform.config, profile)
     prepare_tenant_dirs(platform.config, profile.tenant_id)
     if app_dir is not None:
         dest_apps = platform.config.apps_dir(profile.tenant_id)
         shutil.copytree(app_dir, dest_apps, dirs_exist_ok=True)
         make_private(dest_apps)  # copytree copies the source's modes
+    # the profile last: a running `serve` reloads it at once, so the code must be there
+    dest = save_profile(platform.config, profile)
     console.print(f"added tenant [bold]{profile.tenant_id}[/bold] ({dest}); staging folder: "
                   f"{platform.config.staging_dir(profile.tenant_id)}")
 

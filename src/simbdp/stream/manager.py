@@ -23,10 +23,19 @@ from dataclasses import dataclass, field
 
 from simbdp.observe.logs import get_logger
 from simbdp.profiles import Platform
+from simbdp.profiles.models import TenantProfile
 from simbdp.state import StateStore
 from simbdp.stream.consumer import heartbeat_path
 
 __all__ = ["StreamManager"]
+
+
+def _spec(profile: TenantProfile, app: str) -> object:
+    """What an instance of ``app`` runs with: its spec, the tables and sinks, the limits
+    (not the batch part of the profile)."""
+    spec = next((a for a in profile.apps if a.name == app), None)
+    return (profile.model_dump(exclude={"batch", "apps"}),
+            spec.model_dump() if spec is not None else None)
 
 
 @dataclass
@@ -43,6 +52,8 @@ class _AppState:
     stopping: list[_Instance] = field(default_factory=list)
     restarts: int = 0
     next_start: float = 0.0
+    #: the profile changed: no new instance starts until the old ones have drained
+    reloading: bool = False
 
 
 class StreamManager:
@@ -59,6 +70,41 @@ class StreamManager:
         self.stuck_secs = stuck_secs or max(30.0, 10 * platform.config.report_interval_secs)
         self.apps: dict[tuple[str, str], _AppState] = {}
         self.log = get_logger("simbdp.stream.manager")
+        self._pending: Platform | None = None
+        self._pending_lock = threading.Lock()
+
+    def apply(self, platform: Platform) -> None:
+        """Take a reloaded platform (any thread); the next ``reconcile`` acts on it."""
+        with self._pending_lock:
+            self._pending = platform
+
+    def _refresh(self, now: float) -> None:
+        """Switch to the platform handed to :meth:`apply`. Instances of an app whose spec
+        (or its tenant's tables or sinks) changed drain and are then started again with the
+        new profile (an instance reads it when it starts); those of removed tenants stop."""
+        with self._pending_lock:
+            new, self._pending = self._pending, None
+        if new is None:
+            return
+        old, self.platform = self.platform, new
+        for (tenant, app), st in self.apps.items():
+            before, after = old.tenants.get(tenant), new.tenants.get(tenant)
+            if before is None or after is None or not st.instances:
+                continue  # a removed tenant's instances stop: it has no desired count now
+            if _spec(before, app) == _spec(after, app):
+                continue
+            n = len(st.instances)
+            for inst in st.instances:
+                inst.proc.send_signal(signal.SIGTERM)
+                inst.started = now
+            st.stopping.extend(st.instances)
+            st.instances.clear()
+            st.reloading = True
+            reason = f"the profile of tenant {tenant!r} changed; restarting {n} instance(s) " \
+                     "with it once they have drained"
+            self.store.add_decision(tenant, app, "restart", reason, n, 0)
+            self.log.info("instances_reloading", tenant=tenant, app=app, instances=n,
+                          reason=reason)
 
     def _spawn(self, tenant: str, app: str) -> _Instance:
         iid = f"{tenant}-{app}-{uuid.uuid4().hex[:6]}"
@@ -71,9 +117,11 @@ class StreamManager:
 
     def reconcile(self) -> None:
         """One pass: start, stop and restart instances to match the desired counts."""
-        desired = {(r["tenant"], r["app"]): r["instances"] for r in self.store.desired()
-                   if r["tenant"] in self.platform.tenants}
         now = time.monotonic()
+        self._refresh(now)
+        desired = {(r["tenant"], r["app"]): r["instances"] for r in self.store.desired()
+                   if r["tenant"] in self.platform.tenants
+                   and self.platform.tenants[r["tenant"]].enabled}
         for key in set(desired) | set(self.apps):
             st = self.apps.setdefault(key, _AppState())
             want = desired.get(key, 0)
@@ -101,14 +149,16 @@ class StreamManager:
                 inst.proc.send_signal(signal.SIGTERM)
                 inst.started = now
                 st.stopping.append(inst)
-            while len(st.instances) < want and now >= st.next_start:
-                st.instances.append(self._spawn(*key))
             for inst in list(st.stopping):
                 if inst.proc.poll() is not None:
                     st.stopping.remove(inst)
                     self._forget(inst)
                 elif now - inst.started > self.grace_secs:
                     inst.proc.kill()
+            if st.reloading and not st.stopping:
+                st.reloading = False  # drained: start again with the new profile
+            while len(st.instances) < want and now >= st.next_start and not st.reloading:
+                st.instances.append(self._spawn(*key))
 
     def _kill_if_stuck(self, key: tuple[str, str], inst: _Instance) -> None:
         if inst.proc.poll() is not None:

@@ -94,6 +94,10 @@ class StreamMonitor:
         self.stuck_secs = stuck_secs or max(30.0, 10 * platform.config.report_interval_secs)
         self._beat = time.monotonic()
 
+    def apply(self, platform: Platform) -> None:
+        """Take a reloaded platform: one attribute swapped, read afresh by each pass."""
+        self.platform = platform
+
     # reports ------------------------------------------------------------------------------
     def ingest_reports(self, reports: list[dict[str, Any]]) -> None:
         for r in reports:
