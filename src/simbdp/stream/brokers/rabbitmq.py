@@ -166,7 +166,8 @@ class RabbitMQBroker:
         return await asyncio.to_thread(self._issue, tenant, rotate)
 
     def _issue(self, tenant: str, rotate: bool) -> TenantCredentials:
-        user, secret = f"{self.prefix}-{tenant}", secrets.token_urlsafe(24)
+        # hex: a secret starting with "-" would be taken for an option by rabbitmqctl
+        user, secret = f"{self.prefix}-{tenant}", secrets.token_hex(24)
         parts = urlsplit(self.url)
         vhost = unquote(parts.path.lstrip("/")) or "/"
         added = _ctl("add_user", user, secret, tenant=tenant, ok_codes=(0, 70))
