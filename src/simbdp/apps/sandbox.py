@@ -60,7 +60,6 @@ __all__ = [
     "check_home_hidden",
     "child_env",
     "make_private_dir",
-    "sandbox_mode",
     "sandbox_problem",
 ]
 
@@ -147,11 +146,6 @@ def sandbox_problem() -> str | None:
     if done.returncode != 0:
         return f"bwrap cannot create namespaces here: {done.stderr.strip()[:300]}"
     return None
-
-
-def sandbox_mode() -> str:
-    """``bwrap`` where apps run confined, else ``unconfined``: what records say of an app run."""
-    return "bwrap" if sandbox_problem() is None else "unconfined"
 
 
 def check_confinement(platform: Platform) -> None:

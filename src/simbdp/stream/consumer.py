@@ -37,7 +37,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from simbdp.apps import AppContext, AppRunner
-from simbdp.apps.sandbox import sandbox_mode
 from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction, open_sink
 from simbdp.errors import (
     AppFailed,
@@ -404,7 +403,8 @@ class StreamInstance:
             "latency_mean_ms": statistics.fmean(lat) if lat else None,
             "latency_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
             "backlog": await self.broker.backlog(self.tenant),
-            "sandbox": sandbox_mode() if self._runner is not None else None,
+            "sandbox": None if self._runner is None else
+            "bwrap" if self._runner.confined else "unconfined",
         }
         last = self._outage.last
         if last is not None:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from simbdp.coredms.duckdb_sink import _Lock
+from simbdp.stream.consumer import heartbeat_path
 from simbdp.stream.manager import StreamManager
 from simbdp.testing import stream_tenant
 
@@ -115,7 +116,10 @@ def test_manager_starts_scales_and_stops_instances(make_stream_env):
     assert manager.status()[("acme", "ev")] == 2
     env.publish("acme", rows(200), id_field="id")
     assert _wait(lambda: env.count() == 200)
-    procs = [i.proc for i in manager.apps[("acme", "ev")].instances]
+    instances = manager.apps[("acme", "ev")].instances
+    # both run their loop (a SIGTERM while an instance still imports ends it by the signal)
+    assert _wait(lambda: all(heartbeat_path(env.config.home, i.id).exists() for i in instances))
+    procs = [i.proc for i in instances]
     env.store.set_desired("acme", "ev", 0)
     manager.reconcile()
     assert _wait(lambda: all(p.poll() is not None for p in procs))

@@ -33,7 +33,7 @@ import nats
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from simbdp.errors import BrokerUnavailable, ConfigError, CredentialsIssued
 from simbdp.observe.logs import get_logger
@@ -44,6 +44,7 @@ from simbdp.stream.brokers.nats_auth import NatsUsers, tenant_permissions
 __all__ = ["NatsBroker"]
 
 _ERRORS = (NatsError, OSError, asyncio.TimeoutError)
+_JS_READY_SECS = 5.0
 
 
 async def _quiet(_: Exception) -> None:
@@ -104,11 +105,19 @@ class NatsBroker:
         self._declared.clear()
 
     async def _add(self, name: str, subject: str, retention: RetentionPolicy) -> None:
-        try:
-            await self._js.add_stream(name=name, subjects=[subject], storage=StorageType.FILE,
-                                      retention=retention)
-        except _ERRORS as e:
-            raise BrokerUnavailable(f"NATS: cannot create stream {name}: {e}") from e
+        # JetStream answers "no responders" for a moment after a configuration reload
+        deadline = time.monotonic() + _JS_READY_SECS
+        while True:
+            try:
+                await self._js.add_stream(name=name, subjects=[subject],
+                                          storage=StorageType.FILE, retention=retention)
+                return
+            except ServiceUnavailableError as e:
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailable(f"NATS: cannot create stream {name}: {e}") from e
+                await asyncio.sleep(0.2)
+            except _ERRORS as e:
+                raise BrokerUnavailable(f"NATS: cannot create stream {name}: {e}") from e
 
     async def _declare(self, tenant: str) -> None:
         if tenant in self._declared:
