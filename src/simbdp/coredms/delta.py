@@ -16,22 +16,21 @@ content key, which the sink learns only then. Stream message ids are not support
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Field, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, SchemaMismatchError, TableNotFoundError
 
 from simbdp.coredms.base import LedgerEntry, register_sink
+from simbdp.coredms.lock import FileLock
 from simbdp.errors import ConfigError, DuplicateIngestion, SchemaError, SinkUnavailable
 from simbdp.profiles.models import SinkSettings, TableSpec, TenantProfile
+from simbdp.quality import dedupe_last
 
 __all__ = ["FILE_APP_PREFIX", "LEDGER_TABLE", "DeltaSink", "DeltaTransaction", "file_app_id"]
 
@@ -39,7 +38,6 @@ LEDGER_TABLE = "_simbdp_ledger"
 FILE_APP_PREFIX = "simbdp-file:"
 #: the version of a file's app transaction: a file is committed once, so always 1
 FILE_APP_VERSION = 1
-LOCK_TIMEOUT_SECS = 600.0
 STREAMS_UNSUPPORTED = "delta sinks take batch files only for now (no stream message ids)"
 
 LEDGER_SCHEMA = pa.schema([
@@ -55,41 +53,6 @@ LEDGER_SCHEMA = pa.schema([
 def file_app_id(key: str) -> str:
     """The Delta app id of a file's commits: one per content key."""
     return f"{FILE_APP_PREFIX}{key}"
-
-
-class _TenantLock:
-    """An exclusive ``flock`` on ``<namespace>/.simbdp.lock`` around a file's commits, so two
-    workers with the same content cannot both pass the ledger check (local folders only)."""
-
-    def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + LOCK_TIMEOUT_SECS
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(self.fd)
-                    raise SinkUnavailable(f"delta {path.parent.name}: commit lock busy for "
-                                          f"{LOCK_TIMEOUT_SECS:.0f} s") from None
-                time.sleep(0.02)
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = -1
-
-
-def _dedup_last(data: pa.Table, keys: list[str]) -> pa.Table:
-    """Keep the last row of each key (an upsert's "last row wins"), vectorised."""
-    idx = data.append_column("__simbdp_i", pa.array(np.arange(data.num_rows, dtype=np.int64)))
-    last = idx.group_by(keys, use_threads=False).aggregate([("__simbdp_i", "max")])
-    if last.num_rows == data.num_rows:
-        return data
-    wanted = last.column("__simbdp_i_max").combine_chunks()
-    return data.take(wanted.take(pc.array_sort_indices(wanted)))
 
 
 class DeltaTransaction:
@@ -114,7 +77,8 @@ class DeltaTransaction:
     def commit(self, entry: LedgerEntry) -> None:
         sink, profile = self._sink, self._profile
         app = file_app_id(entry.key)
-        lock = _TenantLock(sink.tenant_dir(profile) / ".simbdp.lock")
+        lock = FileLock(sink.tenant_dir(profile) / ".simbdp.lock",
+                        f"delta {profile.schema_name}: commit lock")
         try:
             ledger = sink.open_table(profile, LEDGER_TABLE)
             if ledger.transaction_version(app) is not None:
@@ -146,7 +110,7 @@ class DeltaTransaction:
         spec = self._specs[name]
         data = pa.concat_tables(self._parts[name]).combine_chunks()
         if spec.primary_key:
-            sink.upsert(profile, spec, _dedup_last(data, spec.primary_key), entry)
+            sink.upsert(profile, spec, dedupe_last(data, spec.primary_key), entry)
         else:
             sink.append(profile, name, data, entry)
         return True

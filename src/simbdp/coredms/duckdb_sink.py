@@ -10,8 +10,6 @@ lock taken) across several transactions while that tenant's files keep coming.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -24,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from simbdp.coredms.base import LedgerEntry, register_sink
+from simbdp.coredms.lock import FileLock
 from simbdp.coredms.sql import (
     LEDGER,
     MESSAGES,
@@ -45,36 +44,17 @@ from simbdp.profiles.types import duckdb_type
 
 __all__ = ["DuckDBSink", "DuckDBTransaction"]
 
-LOCK_TIMEOUT_SECS = 600.0
-
-
-class _Lock:
-    def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + LOCK_TIMEOUT_SECS
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(self.fd)
-                    raise SinkUnavailable(f"DuckDB {path.stem}: writer lock busy for "
-                                          f"{LOCK_TIMEOUT_SECS:.0f} s") from None
-                time.sleep(0.02)
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = -1
-
 
 @dataclass
 class _Held:
-    lock: _Lock
+    lock: FileLock
     con: duckdb.DuckDBPyConnection
     since: float
+
+
+def _writer_lock(path: Path) -> FileLock:
+    """The tenant's DuckDB writer lock: one writing process per database file."""
+    return FileLock(path, f"DuckDB {path.stem}: writer lock")
 
 
 def _connect(path: Path, memory_limit_mb: int) -> duckdb.DuckDBPyConnection:
@@ -91,7 +71,7 @@ def _connect(path: Path, memory_limit_mb: int) -> duckdb.DuckDBPyConnection:
 class DuckDBTransaction:
     """One tenant's open write transaction; holds the tenant's writer lock."""
 
-    def __init__(self, lock: _Lock, con: duckdb.DuckDBPyConnection, profile: TenantProfile,
+    def __init__(self, lock: FileLock, con: duckdb.DuckDBPyConnection, profile: TenantProfile,
                  append_memory_limit_mb: int = 128, *, held: bool = False):
         self._lock, self._con, self._schema = lock, con, profile.schema_name
         self._tenant = profile.tenant_id
@@ -225,7 +205,7 @@ class DuckDBSink:
         if profile.tenant_id in self._held:
             return
         db, lock_path = self._paths(profile)
-        lock = _Lock(lock_path)
+        lock = _writer_lock(lock_path)
         try:
             con = _connect(db, self.memory_limit_mb)
         except BaseException:
@@ -254,7 +234,7 @@ class DuckDBSink:
             yield held.con
             return
         db, lock_path = self._paths(profile)
-        lock = _Lock(lock_path)
+        lock = _writer_lock(lock_path)
         try:
             con = _connect(db, self.memory_limit_mb)
             try:
@@ -309,7 +289,7 @@ class DuckDBSink:
                 self.release(profile.tenant_id)
                 raise SinkUnavailable(f"tenant {profile.tenant_id!r}: DuckDB: {e}") from e
         db, lock_path = self._paths(profile)
-        lock = _Lock(lock_path)
+        lock = _writer_lock(lock_path)
         try:
             return DuckDBTransaction(lock, _connect(db, self.memory_limit_mb), profile,
                                      self.append_memory_limit_mb)

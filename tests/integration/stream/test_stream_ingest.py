@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from simbdp.coredms.duckdb_sink import _Lock
+from simbdp.coredms.lock import FileLock
 from simbdp.stream.consumer import heartbeat_path
 from simbdp.stream.manager import StreamManager
 from simbdp.testing import stream_tenant
@@ -62,9 +62,9 @@ def test_app_failure_dead_letters_only_the_poison_message(make_stream_env):
 def test_sink_down_for_a_while_loses_nothing(make_stream_env):
     env = make_stream_env()
     env.count()  # creates the tables
-    lock = _Lock(env.config.sinks["default"].path / "coredms-acme.lock")
+    lock = FileLock(env.config.sinks["default"].path / "coredms-acme.lock", "test")
     threading.Timer(1.5, lock.release).start()
-    import simbdp.coredms.duckdb_sink as ds
+    import simbdp.coredms.lock as ds
     old, ds.LOCK_TIMEOUT_SECS = ds.LOCK_TIMEOUT_SECS, 0.3
     try:
         env.publish("acme", rows(100), id_field="id")
