@@ -472,7 +472,8 @@ class BatchIngestManager:
                 self.store.add_bytes(tenant, day, decompressed)
         elif decompressed and decompressed > job.nbytes:
             self.store.add_bytes(tenant, day, decompressed - job.nbytes)
-        details = {"reason": result.reason, "code": result.code, "record": job.record_id,
+        details = {"result": outcome, "reason": result.reason, "code": result.code,
+                   "record": job.record_id,
                    "content_key": result.content_key, **stats,
                    "rejected_rows_file": result.rejected_rows_file,
                    "quality": result.rule_failures}

@@ -164,9 +164,17 @@ def check_regular(tenant: str, path: Path) -> int:
     return st.st_size
 
 
+#: every ``.reason.json`` has these fields (null when they do not apply): ``outcome`` is the
+#: folder, ``result`` the record's outcome (a duplicate goes to ``rejected/``)
+REASON_FIELDS = ("tenant", "file", "outcome", "result", "reason", "code", "record",
+                 "content_key", "rows_in", "rows_loaded", "rows_rejected", "read_secs",
+                 "app_secs", "write_secs", "rejected_rows_file", "quality")
+
+
 def move_to_outcome(config: PlatformConfig, tenant: str, path: Path, outcome: str,
                     details: dict[str, Any]) -> Path:
-    """Move a staged file to ``processed/``, ``rejected/`` or ``failed/`` with a reason file.
+    """Move a staged file to ``processed/``, ``rejected/`` or ``failed/`` with a reason file
+    (the fields of :data:`REASON_FIELDS`, from ``details``).
 
     The entry itself is renamed (a symlink is moved, not its target; nothing is opened).
     Never overwrites: a name already taken gets a numeric suffix. Returns the new path.
@@ -187,8 +195,12 @@ def move_to_outcome(config: PlatformConfig, tenant: str, path: Path, outcome: st
             path.parent.rmdir()
     reason = dest.with_name(dest.name + ".reason.json")
     tmp = reason.with_name(reason.name + ".tmp")
-    tmp.write_text(json.dumps({"tenant": tenant, "file": path.name, "outcome": outcome,
-                               **details}, indent=2, default=str), encoding="utf-8")
+    unknown = set(details) - set(REASON_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown reason fields {sorted(unknown)}")
+    fields = {**dict.fromkeys(REASON_FIELDS), "result": outcome, **details,
+              "tenant": tenant, "file": path.name, "outcome": outcome}
+    tmp.write_text(json.dumps(fields, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, reason)
     return dest
 

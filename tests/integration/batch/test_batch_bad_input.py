@@ -156,3 +156,23 @@ def test_part_files_and_growing_files_wait(make_env, comments):
     assert env.manager.scan() == 0  # nothing complete yet
     assert env.manager.scan() == 0
     assert (staging / "upload.csv.part").exists() and growing.exists()
+
+
+def test_every_reason_file_has_the_same_fields(make_env, comments):
+    from simbdp.batch.staging import REASON_FIELDS
+
+    env = make_env()
+    data = comments(50)
+    drop(env.staging("acme") / "a.csv", data)
+    drop(env.staging("acme") / "a-again.csv", data)
+    drop(env.staging("acme") / "notes.txt", b"not a table")
+    env.ingest("acme", "a.csv")
+    env.ingest("acme", "a-again.csv", "notes.txt")
+    done, dup = reason_of(env, "acme", "processed", "a.csv"), \
+        reason_of(env, "acme", "rejected", "a-again.csv")
+    early = reason_of(env, "acme", "rejected", "notes.txt")  # rejected before any work
+    for r in (done, dup, early):
+        assert list(r) == list(REASON_FIELDS), r
+    assert (done["result"], dup["result"], early["result"]) == ("processed", "duplicate",
+                                                                 "rejected")
+    assert done["rows_loaded"] == 50 and early["rows_loaded"] is None
