@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from simbdp.testing import missing
+
 PG_ADMIN_DSN = os.environ.get("SIMBDP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBIT_HOST = os.environ.get("SIMBDP_TEST_RABBIT_HOST", "127.0.0.1")
 NATS_URL = os.environ.get("SIMBDP_TEST_NATS", "nats://127.0.0.1:4222")
@@ -25,10 +27,7 @@ def _require(service: str, host: str, port: int) -> None:
         with socket.create_connection((host, port), timeout=2):
             return
     except OSError as e:
-        msg = f"{service} is not reachable at {host}:{port}: {e}"
-        if os.environ.get("SIMBDP_REQUIRE_SERVICES") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"{service} is not reachable at {host}:{port}: {e}")
 
 
 @pytest.fixture

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 from simbdp.profiles import Platform, load_platform
 
-__all__ = ["EVENTS_TABLE", "REDDIT_TABLE", "drop", "make_platform", "stream_tenant",
-           "tenant_profile"]
+__all__ = ["EVENTS_TABLE", "REDDIT_TABLE", "drop", "make_platform", "missing",
+           "stream_tenant", "tenant_profile"]
 
 REDDIT_TABLE: dict[str, Any] = {
     "name": "comments",
@@ -86,3 +87,13 @@ def stream_tenant(tenant: str = "acme", entrypoint: str | None = None, **app: An
         spec["entrypoint"] = entrypoint
     return {"tenant_id": tenant, "tables": [EVENTS_TABLE, OTHER_TABLE], "apps": [spec],
             "stream": {"max_message_bytes": "2KB"}}
+
+
+def missing(what: str) -> NoReturn:
+    """A test's service or tool is not here: skip it, or fail it where
+    ``SIMBDP_REQUIRE_SERVICES=1`` (CI), so nothing is silently left untested."""
+    import pytest
+
+    if os.environ.get("SIMBDP_REQUIRE_SERVICES") == "1":
+        pytest.fail(what)
+    pytest.skip(what)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from simbdp.stream.brokers import open_broker
 from simbdp.stream.client import make_messages, publish
 from simbdp.stream.consumer import StreamInstance
 from simbdp.stream.monitor import StreamMonitor
-from simbdp.testing import REDDIT_TABLE, drop, make_platform, stream_tenant, tenant_profile
+from simbdp.testing import REDDIT_TABLE, drop, make_platform, missing, stream_tenant, tenant_profile
 
 DEPLOY = Path(__file__).parents[3] / "deploy" / "prometheus"
 
@@ -38,10 +37,7 @@ def need(binary: str) -> str:
     """The path of a Prometheus binary; skip without it (fail in CI)."""
     path = shutil.which(binary)
     if path is None:
-        msg = f"{binary} is not installed (Debian package prometheus)"
-        if os.environ.get("SIMBDP_REQUIRE_SERVICES") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"{binary} is not installed (Debian package prometheus)")
     return path
 
 

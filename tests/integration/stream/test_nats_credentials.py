@@ -22,7 +22,7 @@ from nats.js.errors import ServiceUnavailableError
 from simbdp.errors import BrokerUnavailable, CredentialsIssued
 from simbdp.stream.brokers import TenantCredentials
 from simbdp.stream.client import issue_broker_credentials
-from simbdp.testing import stream_tenant
+from simbdp.testing import missing, stream_tenant
 
 pytestmark = pytest.mark.nats
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -65,7 +65,7 @@ class OwnServer:
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[OwnServer]:
     if not os.path.exists(NATS_SERVER):
-        pytest.skip("nats-server is not installed")
+        missing("nats-server is not installed")
     folder = tmp_path / "nats"
     folder.mkdir()
     server = OwnServer(folder)
