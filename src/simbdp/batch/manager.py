@@ -440,8 +440,9 @@ class BatchIngestManager:
                              "interruption; finished now")
             # the committed rows are the ledger's; what this attempt read loaded nothing
             result.rows_loaded = result.ledger_rows or 0
-        stats = {k: getattr(result, k) for k in ("rows_in", "rows_loaded", "rows_rejected",
-                                                 "read_secs", "app_secs", "write_secs")}
+        stats = {k: getattr(result, k) for k in ("rows_in", "rows_loaded", "rows_updated",
+                                                 "rows_rejected", "read_secs", "app_secs",
+                                                 "write_secs")}
         if outcome == "waiting":
             if self._wait_out(job, result):
                 return
@@ -482,7 +483,8 @@ class BatchIngestManager:
         self._profiles.pop(path, None)
         self.store.finish_record(job.record_id, outcome, reason=result.reason,
                                  content_key=result.content_key, sandbox=result.sandbox,
-                                 decompressed_bytes=decompressed, **stats)
+                                 decompressed_bytes=decompressed,
+                                 work_started_at=result.work_started_at, **stats)
         log = self.log.info if outcome == "processed" else self.log.warning
         log(outcome, tenant=tenant, file=path.name, record=job.record_id,
             reason=short_reason(result.reason), **stats)

@@ -85,4 +85,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
 
 #: (table, column, type) added after a table was first released
 ADDED_COLUMNS = [("ingestions", "sandbox", "TEXT"), ("stream_reports", "sandbox", "TEXT"),
-                 ("ingestions", "decompressed_bytes", "BIGINT")]
+                 ("ingestions", "decompressed_bytes", "BIGINT"),
+                 ("ingestions", "rows_updated", "BIGINT NOT NULL DEFAULT 0"),
+                 ("ingestions", "work_started_at", "DOUBLE PRECISION")]
