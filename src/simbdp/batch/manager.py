@@ -119,9 +119,14 @@ class BatchIngestManager:
         old, self.platform = self.platform, new
         fresh = [p for t, p in new.tenants.items() if old.tenants.get(t) != p]
         for profile in fresh:
-            staging = prepare_tenant_dirs(self.config, profile.tenant_id)
+            tenant = profile.tenant_id
+            staging = prepare_tenant_dirs(self.config, tenant)
             if self._watcher is not None:
-                self._watcher.watch(profile.tenant_id, staging)
+                self._watcher.watch(tenant, staging)
+            if tenant not in old.tenants:  # back (or new): files a stopped manager left
+                left = [p for p in inflight_files(self.config, tenant) if p not in self._taken]
+                if left:
+                    self._orphans[tenant] = left
         try:
             self._ensure_tables(fresh)
         except Exception as e:  # a sink away: the files wait and fail or retry as usual
