@@ -28,7 +28,6 @@ from simbdp.errors import (
     KeyConflict,
     Rejected,
     SimbdpError,
-    TerminalError,
     TransientError,
 )
 from simbdp.formats import ReadOptions, ReadStats, detect_format, read_batches
@@ -36,7 +35,8 @@ from simbdp.profiles.models import AppSpec, PlatformConfig, TableSpec, TenantPro
 from simbdp.profiles.types import arrow_type
 from simbdp.quality import conform, dedupe_last, write_rejected
 
-__all__ = ["FileJob", "JobResult", "content_key", "run_file_job"]
+__all__ = ["FileJob", "JobResult", "content_key", "fault_point", "file_outputs", "nul_refused",
+           "read_options", "rejected_rows_path", "rollback_all", "run_file_job", "set_outcome"]
 
 T = TypeVar("T")
 
@@ -91,7 +91,7 @@ def content_key(path: Path) -> str:
         return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _read_options(config: PlatformConfig, profile: TenantProfile, name: str,
+def read_options(config: PlatformConfig, profile: TenantProfile, name: str,
                   app: AppSpec | None, tables: list[str]) -> ReadOptions:
     detected = detect_format(name)
     if detected is None:
@@ -155,19 +155,24 @@ def run_file_job(config: PlatformConfig, profile: TenantProfile, job: FileJob,
         else:
             with closing(Warm()) as own:
                 _run(config, profile, job, result, own)
-    except DuplicateIngestion as e:
-        result.outcome, result.reason, result.code = "duplicate", str(e), e.code
-    except Rejected as e:
-        result.outcome, result.reason, result.code = "rejected", str(e), e.code
-    except TerminalError as e:
-        result.outcome, result.reason, result.code = "failed", str(e), e.code
-    except TransientError as e:  # sink or lock unavailable: the file waits, then tries again
-        result.outcome, result.reason, result.code = "waiting", str(e), e.code
     except SimbdpError as e:
-        result.outcome, result.reason, result.code = "failed", str(e), e.code
+        set_outcome(result, e)
     if result.outcome != "processed":
         result.rows_loaded = result.rows_updated = 0  # rolled back: nothing is in the sink
     return result
+
+
+def set_outcome(result: JobResult, e: SimbdpError) -> None:
+    """The outcome of a file whose ingestion raised ``e``."""
+    if isinstance(e, DuplicateIngestion):
+        outcome = "duplicate"
+    elif isinstance(e, Rejected):
+        outcome = "rejected"
+    elif isinstance(e, TransientError):  # sink or lock unavailable: it waits, then tries again
+        outcome = "waiting"
+    else:  # TerminalError and the rest
+        outcome = "failed"
+    result.outcome, result.reason, result.code = outcome, str(e), e.code
 
 
 def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: JobResult,
@@ -178,7 +183,7 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
         raise Rejected(f"tenant {tenant!r}: {name!r}: no app or table takes this file", "no_route")
     app, table_names = route
     tables = {t: profile.table(t) for t in table_names}
-    options = _read_options(config, profile, name, app, table_names)
+    options = read_options(config, profile, name, app, table_names)
 
     sinks: dict[str, Sink] = {}
     with ExitStack() as stack:
@@ -202,14 +207,12 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
                 f"tenant {tenant!r}: {name!r} has the same content as {hit.source!r}, "
                 f"already ingested (ingestion {hit.ingestion_id}); nothing loaded")
         txns: dict[str, SinkTransaction] = {n: s.begin(profile) for n, s in sinks.items()}
-        stack.callback(_rollback_all, txns)
-        rejected_file = config.tenant_dir(tenant) / "rejected-rows" / f"{job.record_id}-{name}.csv"
+        stack.callback(rollback_all, txns)
+        rejected_file = rejected_rows_path(config, job)
         # one table in one sink that takes a stream: the whole file in one statement
         streamed = len(txns) == len(tables) == 1 and all(
             hasattr(t, "write_stream") for t in txns.values())
-        # PostgreSQL text cannot hold a NUL byte: those rows are rejected, not the file
-        refuse_nul = frozenset(t for t, spec in tables.items()
-                               if any(config.sinks[s].kind == "postgres" for s in spec.sinks))
+        refuse_nul = nul_refused(config, tables)
         try:
             _load(job.path, options, runner, app, tables, txns, result, rejected_file, streamed,
                   refuse_nul)
@@ -231,7 +234,7 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
             result.rows_updated = max(result.rows_updated, txn.rows_updated)
             del txns[sink_name]
         result.write_secs += time.perf_counter() - t0
-        _fault_point(config, "batch_after_commit")
+        fault_point(config, "batch_after_commit")
         result.outcome = "processed"
         if result.rows_rejected:
             result.rejected_rows_file = str(rejected_file)
@@ -243,7 +246,7 @@ def _load(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSp
           ) -> None:
     """Read -> app -> conform in a thread while the sinks write the previous chunk."""
     started = time.perf_counter()
-    outputs = _outputs(path, options, runner, app, tables, result, rejected_file, refuse_nul)
+    outputs = file_outputs(path, options, runner, app, tables, result, rejected_file, refuse_nul)
     with _Prefetch(outputs) as chunks:
         if streamed:
             (txn,), (table,) = txns.values(), tables.values()
@@ -310,10 +313,22 @@ class _Prefetch(Generic[T]):
             yield item  # type: ignore[misc]
 
 
-def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
-             tables: dict[str, TableSpec], result: JobResult, rejected_file: Path,
-             refuse_nul: frozenset[str] = frozenset()
-             ) -> Generator[tuple[TableSpec, pa.Table], None, None]:
+def rejected_rows_path(config: PlatformConfig, job: FileJob) -> Path:
+    """Where the rows of ``job``'s file that failed a rule or a cast are written."""
+    return config.tenant_dir(job.tenant) / "rejected-rows" / f"{job.record_id}-{job.path.name}.csv"
+
+
+def nul_refused(config: PlatformConfig, tables: dict[str, TableSpec]) -> frozenset[str]:
+    """The tables whose rows may not hold a NUL byte (PostgreSQL text cannot): such rows
+    are rejected, not the file."""
+    return frozenset(t for t, spec in tables.items()
+                     if any(config.sinks[s].kind == "postgres" for s in spec.sinks))
+
+
+def file_outputs(path: Path, options: ReadOptions, runner: AppRunner | None,
+                 app: AppSpec | None, tables: dict[str, TableSpec], result: JobResult,
+                 rejected_file: Path, refuse_nul: frozenset[str] = frozenset()
+                 ) -> Generator[tuple[TableSpec, pa.Table], None, None]:
     """Read -> app -> conform, chunk by chunk: the rows that fit each target table. The next
     chunk is read (in a thread of its own) while the app works on this one."""
     names = tuple(tables)
@@ -386,14 +401,14 @@ def _stream_into(txn: SinkTransaction, table: TableSpec,
         raise
 
 
-def _fault_point(config: PlatformConfig, name: str) -> None:
+def fault_point(config: PlatformConfig, name: str) -> None:
     """Crash here if ``<home>/.faults/<name>`` exists: lets tests kill a worker at the worst
     moment (after the sink commit, before the manager hears of it)."""
     if (config.home / ".faults" / name).exists():
         os._exit(137)
 
 
-def _rollback_all(txns: dict[str, SinkTransaction]) -> None:
+def rollback_all(txns: dict[str, SinkTransaction]) -> None:
     for txn in txns.values():
         with suppress(SimbdpError):
             txn.rollback()

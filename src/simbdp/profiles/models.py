@@ -384,6 +384,13 @@ class PlatformConfig(Model):
     """Interval of the staging folders' rescan."""
     job_attempts: int = Field(3, ge=1)
     """Attempts of a file whose worker dies before it fails."""
+    small_file_bytes: ByteSize = ByteSize(1024**2)
+    """Uncompressed files up to this size, queued together for one tenant, share one
+    transaction (each keeps its own record and ledger row); 0: every file alone."""
+    group_max_files: int = Field(100, ge=1)
+    """The most small files in one transaction."""
+    group_max_bytes: ByteSize = ByteSize(16 * 1024**2)
+    """The most bytes of small files in one transaction."""
     sink_outage_max_secs: float = Field(6 * 3600.0, gt=0)
     """A file whose sink is unavailable waits (back-off up to ``sink_retry_max_secs``, with jitter)
     for this long before it fails."""
