@@ -29,6 +29,7 @@ __all__ = ["ASSOCIATED_DATA", "FileDecryptor", "encrypt_file", "file_decryptor"]
 #: bound into every file's authentication tag: a simbdp file, version 1
 ASSOCIATED_DATA = b"simbdp-file-v1"
 _COPY = 1024 * 1024
+_FIRST = 4096
 
 
 class _Decrypting(io.RawIOBase):
@@ -42,6 +43,10 @@ class _Decrypting(io.RawIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
+        if self._plain == 0 and (size is None or size < 0 or size > _FIRST):
+            # a small first read opens the first segment only: Tink settles on the key there,
+            # so damage further on is reported as damage, not as a wrong key
+            size = _FIRST
         try:
             data = self._stream.read(-1 if size is None else size)
         except tink.TinkError as e:
