@@ -21,6 +21,7 @@ from simbdp.crypto.keyset import (
     rotate_keyset,
     save_keyset,
 )
+from simbdp.datagen import write_reddit_csv
 from simbdp.testing import tenant_profile
 
 
@@ -213,3 +214,17 @@ def test_keyset_in_the_tenants_folder_is_refused(make_env, comments):
     [rec] = env.ingest("acme", "comments.csv.enc")
     assert rec["outcome"] == "rejected" and _code(env, "comments.csv.enc") == "keyset_unusable"
     assert "outside" in rec["reason"]
+
+
+@pytest.mark.slow
+def test_large_encrypted_file_loads(make_env, tmp_path):
+    """> 64 MiB of plain text, some 80 segments, through the worker into DuckDB."""
+    env = make_env([_profile()])
+    keyset = _keyset(env.config.home)
+    src = write_reddit_csv(tmp_path / "comments.csv", 600_000)
+    assert src.stat().st_size > 64 * 1024**2
+    encrypt_file(load_keyset(keyset, "acme"), src, env.staging("acme") / "comments.csv.enc")
+    [rec] = env.ingest("acme", "comments.csv.enc")
+    assert rec["outcome"] == "processed", rec["reason"]
+    assert rec["rows_loaded"] == 600_000 and env.count("acme") == 600_000
+    assert rec["decompressed_bytes"] == src.stat().st_size

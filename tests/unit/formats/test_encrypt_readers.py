@@ -131,3 +131,24 @@ def test_memory_stays_flat_on_a_large_file(tmp_path, keyset):
     grown = plain["large"] - plain["medium"]  # about 55 MiB more plain text
     assert peaks["large"] - peaks["medium"] < grown * 0.6, (peaks, plain)
     assert peaks["large"] < 320 * 1024**2, peaks
+
+
+@pytest.mark.parametrize("name", ["a.csv.gz.enc", "a.jsonl.zst.enc"])
+def test_damage_under_a_decompressor_is_still_named(tmp_path, keyset, name):
+    """The decryption error comes through the decompressor as itself, not as a corrupt gzip."""
+    csv = write_reddit_csv(tmp_path / "a.csv", 60_000)
+    data = csv.read_bytes()
+    if "jsonl" in name:
+        data = b"".join(json.dumps(r).encode() + b"\n" for r in pa.csv.read_csv(csv).to_pylist())
+    src = tmp_path / name.removesuffix(".enc")
+    # level 1: the compressed file still spans several segments
+    src.write_bytes(gzip.compress(data, 1) if ".gz" in name else zstandard.compress(data, 1))
+    enc = tmp_path / name
+    encrypt_file(keyset, src, enc)
+    blob = bytearray(enc.read_bytes())
+    assert len(blob) > 2 * 1024**2
+    blob[len(blob) - 1024**2 // 2] ^= 0x40
+    enc.write_bytes(bytes(blob))
+    with pytest.raises(Rejected) as e:
+        _read(enc, keyset)
+    assert e.value.code == "corrupt_encrypted" and name in str(e.value)
