@@ -93,6 +93,13 @@ def test_encrypted_messages_on_rabbitmq(make_stream_env, tmp_path, rabbitmq_url)
     _check_bad_cases(env, keyset, tmp_path)
 
 
+@pytest.mark.nats
+def test_encrypted_messages_on_nats(make_stream_env, tmp_path, own_nats):
+    env, keyset = _env(make_stream_env, broker={"kind": "nats", "url": own_nats.url,
+                                                "lease_secs": 2})
+    _check_bad_cases(env, keyset, tmp_path)
+
+
 def test_encrypted_message_for_a_tenant_without_keyset(make_stream_env, tmp_path):
     env = make_stream_env()
     path = tmp_path / "k.json"
