@@ -30,7 +30,7 @@ from simbdp.errors import (
     SimbdpError,
     TransientError,
 )
-from simbdp.formats import ReadOptions, ReadStats, detect_format, read_batches
+from simbdp.formats import ReadOptions, ReadStats, detect_format, is_encrypted, read_batches
 from simbdp.profiles.models import AppSpec, PlatformConfig, TableSpec, TenantProfile
 from simbdp.profiles.types import arrow_type
 from simbdp.quality import conform, dedupe_last, write_rejected
@@ -97,6 +97,12 @@ def read_options(config: PlatformConfig, profile: TenantProfile, name: str,
     if detected is None:
         raise Rejected(f"tenant {profile.tenant_id!r}: {name!r}: unknown file type", "file_type")
     ftype, compression = detected
+    if is_encrypted(name) or profile.encryption is not None:  # Tink is loaded where used
+        from simbdp.crypto.files import file_decryptor
+
+        decrypt = file_decryptor(config, profile, name)
+    else:
+        decrypt = None
     if app is not None:
         pinned = {c: arrow_type(t) for c, t in app.input_columns.items()}
     else:
@@ -111,7 +117,8 @@ def read_options(config: PlatformConfig, profile: TenantProfile, name: str,
                        # read ahead; they are grouped back to chunk_bytes for the app
                        block_bytes=max(256 * 1024, int(config.chunk_bytes) // 4),
                        tenant=profile.tenant_id, max_bytes=int(limits.max_file_bytes),
-                       max_rows=limits.max_rows_per_file, max_columns=limits.max_columns)
+                       max_rows=limits.max_rows_per_file, max_columns=limits.max_columns,
+                       decrypt=decrypt)
 
 
 def _grouped(batches: Iterator[pa.RecordBatch], nbytes: int

@@ -29,6 +29,7 @@ __all__ = [
     "BrokerSettings",
     "Column",
     "CsvOptions",
+    "EncryptionSettings",
     "FileType",
     "PlatformConfig",
     "QualityRule",
@@ -176,6 +177,18 @@ class StreamLimits(Model):
     """Largest message; a bigger one is refused."""
 
 
+class EncryptionSettings(Model):
+    """Encrypted input: the tenant's keyset (see docs/design.md, "Encrypted input")."""
+
+    keyset: Path
+    """The tenant's keyset file (``simbdp keyset new``), relative to the platform home or
+    absolute; outside the tenants' folders, owned by the platform's user, mode 0600. Files named
+    ``*.enc`` and messages with the ``simbdp-encryption`` header are decrypted with it."""
+    required: bool = False
+    """Refuse input in plain text: a file not named ``*.enc`` is rejected and a message without
+    the header is dead-lettered."""
+
+
 class AppSpec(Model):
     """A tenant app: ``entrypoint`` is ``module:function`` in the tenant's app folder.
 
@@ -244,6 +257,8 @@ class TenantProfile(Model):
     """How CSV files are read."""
     apps: list[AppSpec] = []
     """The tenant's apps (optional: without one, files load as they are)."""
+    encryption: EncryptionSettings | None = None
+    """Encrypted files and messages: the tenant's keyset (unset: none accepted)."""
 
     @model_validator(mode="after")
     def _check(self) -> TenantProfile:
