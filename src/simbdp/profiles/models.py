@@ -324,6 +324,14 @@ class SinkSettings(Model):
     """duckdb: memory limit of each connection (keyed tables need room for their index)."""
     append_memory_limit_mb: int = Field(128, ge=32)
     """duckdb: memory limit while a file streams into an unkeyed table (a few row groups)."""
+    compact_min_files: int = Field(64, ge=0)
+    """delta: ``simbdp serve`` compacts a table once it holds more data files than this (0:
+    never; ``simbdp lake compact`` any time)."""
+    target_file_mb: int = Field(128, ge=1)
+    """delta: the size compaction aims at for each data file."""
+    vacuum_retain_hours: float = Field(168.0, ge=0)
+    """delta: files a compaction replaced, and files of writes that never committed, are
+    deleted once this old (readers of older versions need them until then)."""
 
     @model_validator(mode="after")
     def _check(self) -> SinkSettings:
