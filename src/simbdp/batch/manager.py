@@ -2,7 +2,7 @@
 
 Every file that reaches a staging folder ends in ``processed/``, ``rejected/`` or ``failed/``
 with a reason file, and every attempt leaves an ingestion record. A file is first renamed
-from staging into a folder of its own under ``inflight/`` (the platform's, not the tenant's),
+from staging into ``inflight/`` (the platform's folder, not the tenant's),
 then checked there through an open descriptor and read there by the worker, so what is read
 is what was checked. Warm worker processes (:mod:`simbdp.batch.worker`) run one file at a
 time each; if one dies (crash, SIGKILL), its transaction never committed, the file is still in
@@ -28,9 +28,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from simbdp.batch.group import groupable
-from simbdp.batch.job import FileJob, JobResult
-from simbdp.batch.scheduler import FairQueue
+from simbdp.batch.protocol import FileJob, JobResult
+from simbdp.batch.scheduler import FairQueue, groupable
 from simbdp.batch.staging import (
     FileTracker,
     check_name,
@@ -90,7 +89,8 @@ class _Running:
 class BatchIngestManager:
     """Runs batch ingestion for every tenant of a platform."""
 
-    def __init__(self, platform: Platform, store: StateStore):
+    def __init__(self, platform: Platform, store: StateStore, *, warm: int | None = None):
+        """``warm``: workers to start now (default ``workers``); more start when needed."""
         self.platform, self.config, self.store = platform, platform.config, store
         self.queue: FairQueue[FileJob] = FairQueue(per_tenant=self._tenant_limit)
         self.tracker = FileTracker(self.config.stable_secs)
@@ -106,7 +106,8 @@ class BatchIngestManager:
         self._pending_lock = threading.Lock()
         self._watcher: StagingWatcher | None = None
         # warm workers, started now (each imports pyarrow, duckdb...), not with the first file
-        self._idle: list[WorkerProcess] = [WorkerProcess() for _ in range(self.config.workers)]
+        start = self.config.workers if warm is None else min(warm, self.config.workers)
+        self._idle: list[WorkerProcess] = [WorkerProcess() for _ in range(start)]
         for tenant in platform.tenants:
             prepare_tenant_dirs(self.config, tenant)
         self._ensure_tables()

@@ -73,7 +73,8 @@ def ingest(
         part.replace(dest)
         staged.append(dest)
     store = StateStore.open(platform.config)
-    manager = BatchIngestManager(platform, store)
+    # one worker now (a DuckDB tenant uses one); more start if the files need them
+    manager = BatchIngestManager(platform, store, warm=1)
     try:
         subs = manager.submit(tenant, staged)
         manager.run_until_idle()
