@@ -108,6 +108,7 @@ def _run_group(config: PlatformConfig, profile: TenantProfile, jobs: list[FileJo
     for job, result, _ in todo:
         result.write_secs += spent
         result.outcome = "processed"
+        result.sinks[sink_name] = "committed"
         if result.rows_rejected:
             result.rejected_rows_file = str(rejected_rows_path(config, job))
     for job, result, original in twins:

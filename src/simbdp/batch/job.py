@@ -34,6 +34,7 @@ from simbdp.formats import ReadOptions, ReadStats, detect_format, is_encrypted, 
 from simbdp.profiles.models import AppSpec, PlatformConfig, TableSpec, TenantProfile
 from simbdp.profiles.types import arrow_type
 from simbdp.quality import conform, dedupe_last, write_rejected
+from simbdp.state.store import short_reason
 
 __all__ = ["FileJob", "JobResult", "content_key", "fault_point", "file_outputs", "nul_refused",
            "read_options", "rejected_rows_path", "rollback_all", "run_file_job", "set_outcome"]
@@ -146,60 +147,83 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
     app, table_names = route
     tables = {t: profile.table(t) for t in table_names}
     options = read_options(config, profile, name, app, table_names)
+    names = sorted({s for t in tables.values() for s in t.sinks})
+    try:
+        with ExitStack() as stack:
+            # the file's hash, the app's start-up and opening the sinks overlap
+            hashing = stack.enter_context(ThreadPoolExecutor(1)).submit(content_key, job.path)
+            runner = None
+            if app is not None:
+                runner = warm.runner(config, tenant, app)
+                result.sandbox = "bwrap" if runner.confined else "unconfined"
+            opened = {n: warm.sink(config, n, profile) for n in names}
+            result.content_key = hashing.result()
+            txns = _begin(profile, job, result, opened)
+            stack.callback(rollback_all, txns)
+            _write_and_commit(config, profile, job, result, tables, txns, opened, options,
+                              runner, app)
+    except TransientError as e:  # retried later: the sinks committed now are skipped then
+        for n in names:
+            result.sinks.setdefault(n, f"waiting: {short_reason(str(e), 300)}")
+        raise
+    fault_point(config, "batch_after_commit")
+    result.outcome = "processed"
+    if result.rows_rejected:
+        result.rejected_rows_file = str(rejected_rows_path(config, job))
 
-    sinks: dict[str, Sink] = {}
-    with ExitStack() as stack:
-        # the file's hash, the app's start-up and opening the sinks overlap
-        hashing = stack.enter_context(ThreadPoolExecutor(1)).submit(content_key, job.path)
-        runner = None
-        if app is not None:
-            runner = warm.runner(config, tenant, app)
-            result.sandbox = "bwrap" if runner.confined else "unconfined"
-        opened = [(n, warm.sink(config, n, profile))
-                  for n in sorted({s for t in tables.values() for s in t.sinks})]
-        result.content_key = key = hashing.result()
-        for sink_name, sink in opened:
-            hit = sink.ledger_lookup(profile, key)
-            if hit is None:
-                sinks[sink_name] = sink
-            else:
-                result.ledger_ingestion_id, result.ledger_rows = hit.ingestion_id, hit.rows
-        if not sinks:
-            raise DuplicateIngestion(
-                f"tenant {tenant!r}: {name!r} has the same content as {hit.source!r}, "
-                f"already ingested (ingestion {hit.ingestion_id}); nothing loaded")
-        txns: dict[str, SinkTransaction] = {n: s.begin(profile) for n, s in sinks.items()}
-        stack.callback(rollback_all, txns)
-        rejected_file = rejected_rows_path(config, job)
-        # one table in one sink that takes a stream: the whole file in one statement
-        streamed = len(txns) == len(tables) == 1 and all(
-            hasattr(t, "write_stream") for t in txns.values())
-        refuse_nul = nul_refused(config, tables)
-        try:
-            _load(job.path, options, runner, app, tables, txns, result, rejected_file, streamed,
-                  refuse_nul)
-        except KeyConflict:
-            # the fast append met keys already in the table: read again and upsert
-            (sink_name,) = txns
-            txns[sink_name] = sinks[sink_name].begin(profile)
-            result.rows_in = result.rows_loaded = result.rows_rejected = 0
-            result.rule_failures.clear()
-            rejected_file.unlink(missing_ok=True)
-            _load(job.path, options, runner, app, tables, txns, result, rejected_file, False,
-                  refuse_nul)
-        t0 = time.perf_counter()
-        loaded = result.rows_loaded // max(1, len(tables))
-        for sink_name, txn in list(txns.items()):
-            txn.commit(LedgerEntry(tenant=tenant, key=key, source=name,
-                                   ingestion_id=job.record_id, rows=loaded))
-            # each sink of the table holds the same rows: they agree on what was updated
-            result.rows_updated = max(result.rows_updated, txn.rows_updated)
-            del txns[sink_name]
-        result.write_secs += time.perf_counter() - t0
-        fault_point(config, "batch_after_commit")
-        result.outcome = "processed"
-        if result.rows_rejected:
-            result.rejected_rows_file = str(rejected_file)
+
+def _begin(profile: TenantProfile, job: FileJob, result: JobResult, opened: dict[str, Sink]
+           ) -> dict[str, SinkTransaction]:
+    """A transaction on each sink that does not hold the file yet (an earlier attempt may
+    have committed it to some); DuplicateIngestion if every sink holds it."""
+    key, txns = result.content_key or "", {}
+    hit = None
+    for sink_name, sink in opened.items():
+        hit = sink.ledger_lookup(profile, key)
+        if hit is None:
+            txns[sink_name] = sink.begin(profile)
+        else:
+            result.ledger_ingestion_id, result.ledger_rows = hit.ingestion_id, hit.rows
+            result.sinks[sink_name] = f"already committed by ingestion {hit.ingestion_id}"
+    if hit is not None and not txns:
+        raise DuplicateIngestion(
+            f"tenant {profile.tenant_id!r}: {job.path.name!r} has the same content as "
+            f"{hit.source!r}, already ingested (ingestion {hit.ingestion_id}); nothing loaded")
+    return txns
+
+
+def _write_and_commit(config: PlatformConfig, profile: TenantProfile, job: FileJob,
+                      result: JobResult, tables: dict[str, TableSpec],
+                      txns: dict[str, SinkTransaction], opened: dict[str, Sink],
+                      options: ReadOptions, runner: AppRunner | None, app: AppSpec | None
+                      ) -> None:
+    rejected_file = rejected_rows_path(config, job)
+    # one table in one sink that takes a stream: the whole file in one statement
+    streamed = len(txns) == len(tables) == 1 and all(
+        hasattr(t, "write_stream") for t in txns.values())
+    refuse_nul = nul_refused(config, tables)
+    try:
+        _load(job.path, options, runner, app, tables, txns, result, rejected_file, streamed,
+              refuse_nul)
+    except KeyConflict:
+        # the fast append met keys already in the table: read again and upsert
+        (sink_name,) = txns
+        txns[sink_name] = opened[sink_name].begin(profile)
+        result.rows_in = result.rows_loaded = result.rows_rejected = 0
+        result.rule_failures.clear()
+        rejected_file.unlink(missing_ok=True)
+        _load(job.path, options, runner, app, tables, txns, result, rejected_file, False,
+              refuse_nul)
+    t0 = time.perf_counter()
+    loaded = result.rows_loaded // max(1, len(tables))
+    for sink_name, txn in list(txns.items()):
+        txn.commit(LedgerEntry(tenant=profile.tenant_id, key=result.content_key or "",
+                               source=job.path.name, ingestion_id=job.record_id, rows=loaded))
+        result.sinks[sink_name] = "committed"
+        # each sink of the table holds the same rows: they agree on what was updated
+        result.rows_updated = max(result.rows_updated, txn.rows_updated)
+        del txns[sink_name]
+    result.write_secs += time.perf_counter() - t0
 
 
 def _load(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,

@@ -16,6 +16,7 @@ killed and the file failed. Its one message back is bounded and read while it ru
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -532,7 +533,8 @@ class BatchIngestManager:
         self.store.finish_record(job.record_id, outcome, reason=result.reason,
                                  content_key=result.content_key, sandbox=result.sandbox,
                                  decompressed_bytes=decompressed,
-                                 work_started_at=result.work_started_at, **stats)
+                                 work_started_at=result.work_started_at,
+                                 sinks=_sinks_json(result), **stats)
         log = self.log.info if outcome == "processed" else self.log.warning
         log(outcome, tenant=tenant, file=path.name, record=job.record_id,
             reason=short_reason(result.reason), **stats)
@@ -553,7 +555,7 @@ class BatchIngestManager:
         delay *= random.uniform(0.75, 1.0)  # jitter: files do not all come back at once
         reason = (f"waiting for the sink since {waited:.0f} s, next try in {delay:.1f} s: "
                   f"{result.reason}")
-        self.store.mark_record(job.record_id, "waiting", reason)
+        self.store.mark_record(job.record_id, "waiting", reason, sinks=_sinks_json(result))
         self._retries.append((time.monotonic() + delay,
                               replace(job, waits=job.waits + 1, waiting_since=since)))
         log = self.log.warning if job.waits == 0 else self.log.info
@@ -657,3 +659,8 @@ class BatchIngestManager:
         out.extend((j.tenant, j) for _, j in self._retries)
         self._retries.clear()
         return out
+
+
+def _sinks_json(result: JobResult) -> str | None:
+    """The record's ``sinks``: what the attempt left in each sink (JSON), if it reached one."""
+    return json.dumps(result.sinks, sort_keys=True) if result.sinks else None

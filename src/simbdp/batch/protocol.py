@@ -55,3 +55,6 @@ class JobResult:
     sandbox: str | None = None
     #: bytes read once decompressed (the file's size if not compressed): what the file cost
     decompressed_bytes: int = 0
+    #: sink name -> what this attempt left there: ``committed``, ``already committed by
+    #: ingestion ...`` (an earlier attempt did it), or ``waiting: <why>`` (unavailable)
+    sinks: dict[str, str] = field(default_factory=dict)

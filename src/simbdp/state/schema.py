@@ -87,4 +87,5 @@ CREATE TABLE IF NOT EXISTS api_keys (
 ADDED_COLUMNS = [("ingestions", "sandbox", "TEXT"), ("stream_reports", "sandbox", "TEXT"),
                  ("ingestions", "decompressed_bytes", "BIGINT"),
                  ("ingestions", "rows_updated", "BIGINT NOT NULL DEFAULT 0"),
-                 ("ingestions", "work_started_at", "DOUBLE PRECISION")]
+                 ("ingestions", "work_started_at", "DOUBLE PRECISION"),
+                 ("ingestions", "sinks", "TEXT")]
