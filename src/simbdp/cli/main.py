@@ -21,6 +21,7 @@ from simbdp.cli.report import report
 from simbdp.cli.schema import schema
 from simbdp.cli.stream import publish, stream_app
 from simbdp.cli.tenants import HOME, tenants_app
+from simbdp.cli.top import top
 from simbdp.home import start_home, use_private_umask
 from simbdp.service import run_platform
 from simbdp.state import StateStore
@@ -39,6 +40,7 @@ app.command("report")(report)
 app.command("publish")(publish)
 app.command("schema")(schema)
 app.command("encrypt")(encrypt)
+app.command("top")(top)
 
 
 @app.callback()
