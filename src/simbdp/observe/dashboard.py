@@ -204,14 +204,15 @@ def _stream(q: _Query, views: dict[str, dict[str, Any]]) -> None:
 
 
 def _reasons(q: _Query, views: dict[str, dict[str, Any]]) -> None:
-    """Why files were rejected or failed, and which files had rows rejected: the most
-    frequent reasons per tenant (rows without a reason are grouped under ``None``)."""
+    """Why files failed or were rejected, and files loaded with rows rejected: per tenant
+    the first TOP_REASONS (failures first, then by count); no reason groups as ``None``."""
     for r in q.rows(
             "SELECT tenant, outcome, reason, files, rows_rejected, last_at FROM ("
             "SELECT tenant, outcome, reason, COUNT(*) AS files, "
             "SUM(rows_rejected) AS rows_rejected, MAX(started_at) AS last_at, "
-            "ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY COUNT(*) DESC, "
-            "MAX(started_at) DESC) AS rn FROM ingestions "
+            "ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY CASE outcome WHEN 'failed' "
+            "THEN 0 WHEN 'interrupted' THEN 1 WHEN 'rejected' THEN 2 WHEN 'waiting' THEN 3 "
+            "ELSE 4 END, COUNT(*) DESC, MAX(started_at) DESC) AS rn FROM ingestions "
             f"WHERE kind = 'batch' AND {q.among} AND started_at >= ? AND (outcome IN "
             "('rejected', 'failed', 'interrupted', 'waiting') OR rows_rejected > 0) "
             "GROUP BY tenant, outcome, reason) g WHERE rn <= ? ORDER BY tenant, rn",

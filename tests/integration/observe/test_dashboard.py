@@ -471,3 +471,46 @@ def test_the_page_fetches_nothing_from_elsewhere(live, browser):
     assert set(hosts) == {lv.url}
     r = page.request.get(f"{lv.url}/dashboard")
     assert "default-src 'self'" in r.headers["content-security-policy"]
+
+
+@pytest.mark.postgres
+def test_the_figures_are_the_same_on_postgresql(tmp_path, pg_dsn):
+    """The same records in a SQLite and a PostgreSQL state store: the same view."""
+    from simbdp.observe.dashboard import dashboard_view
+
+    tenants = [_profile("acme"), _profile("beta")]
+    stores = [StateStore.open(make_platform(tmp_path / "lite", tenants).config),
+              StateStore.open(make_platform(tmp_path / "pg", tenants, state_dsn=pg_dsn).config)]
+    assert stores[1].db.dialect == "postgres"
+    now = time.time()
+    for store in stores:
+        for i in range(40):
+            store.db.execute(
+                "INSERT INTO ingestions (id, tenant, kind, source, bytes, rows_loaded, "
+                "rows_rejected, started_at, ended_at, outcome, reason) "
+                "VALUES (?, ?, 'batch', ?, ?, ?, ?, ?, ?, ?, ?)",
+                [f"r{i}", "acme" if i % 3 else "beta", f"f{i}.csv", 100 * i, 10 * i, i % 4,
+                 now - 20 * i - i % 7, now - 20 * i,
+                 "failed" if i % 9 == 0 else "processed", "boom" if i % 9 == 0 else None])
+        store.db.execute(
+            "INSERT INTO stream_reports (id, tenant, app, instance, window_start, window_end, "
+            "messages, bytes, rows_loaded, rows_rejected, latency_mean_ms, latency_p99_ms, "
+            "backlog) VALUES ('s1', 'acme', 'ev', 'i1', ?, ?, 50, 5000, 49, 1, 10.0, 35.0, 3)",
+            [now - 31, now - 30])
+        store.set_desired("acme", "ev", 2)
+        store.add_decision("acme", "ev", "scale_up", "backlog grew", 1, 2)
+        assert store.reserve_files("acme", today(), 3, 300, 100, 10**9)
+    platform = make_platform(tmp_path / "lite", tenants)
+    lite, pg = (dashboard_view(platform, s, ["acme", "beta"], 900, now=now) for s in stores)
+    for v in (*lite["tenants"], *pg["tenants"]):
+        for d in v["decisions"]:
+            d["at"] = 0  # written at a slightly different time in each store
+    assert pg == lite
+    acme = lite["tenants"][0]
+    assert acme["totals"]["files"] == {"processed": 26}
+    assert lite["tenants"][1]["totals"]["files"] == {"processed": 9, "failed": 5}
+    assert lite["tenants"][1]["reasons"][0]["reason"] == "boom"
+    assert acme["totals"]["stream_p99_ms"] == 35.0 and acme["apps"][0]["desired"] == 2
+    assert sum(x is not None for x in acme["series"]["batch_p50_secs"]) > 5
+    for s in stores:
+        s.close()
