@@ -118,11 +118,14 @@ def serve(home: Path | None = HOME) -> None:
 @app.command()
 def demo(
     keep: Path | None = typer.Option(None, help="use this folder as the demo home and keep it"),
+    keep_serving: bool = typer.Option(False, help="keep serving the dashboard after the "
+                                      "demo, until Ctrl-C"),
 ) -> None:
-    """Run the demo: two tenants, good and bad files, the report and a few rows."""
+    """Run the demo: two tenants, good and bad files, the report and a few rows; the live
+    dashboard is served meanwhile (its URL is printed at the start and the end)."""
     from simbdp.demo import run_demo
 
-    run_demo(keep)
+    run_demo(keep, keep_serving)
 
 
 if __name__ == "__main__":

@@ -394,6 +394,8 @@ def test_a_very_long_file_name_and_reason_keep_the_layout(live, browser):
         acme = page.locator("section.panel[data-tenant='acme']")
         assert long_name in acme.locator("table.files").inner_text()
         assert "Z" * 100 in acme.locator("table.reasons").inner_text()
+        whole = acme.locator("table.reasons span[title]").get_attribute("title")
+        assert whole == lv.store.records("acme", outcome="failed")[0]["reason"]
         overflow = page.evaluate("""() => {
             const w = document.documentElement.clientWidth;
             const wide = [...document.querySelectorAll('body *')]

@@ -23,6 +23,15 @@
   const secs = (s) => (s === null || s === undefined ? "-" : `${s < 10 ? s.toFixed(2) : s.toFixed(1)} s`);
   const ms = (m) => (m === null || m === undefined ? "-" : `${m.toFixed(0)} ms`);
 
+  // a long reason is cut in the table; the whole text is in the cell's tooltip
+  function cut(text, max = 300) {
+    if (!text || text.length <= max) return text || "";
+    const span = document.createElement("span");
+    span.textContent = `${text.slice(0, max)}…`;
+    span.title = text;
+    return span;
+  }
+
   function tenantFromPath() {
     const m = location.pathname.match(/^\/dashboard\/tenants\/([^/]+)\/?$/);
     return m ? decodeURIComponent(m[1]) : null;
@@ -173,8 +182,9 @@
       const opts = {
         title, width: Math.max(200, box.clientWidth), height: CHART_HEIGHT,
         scales: { x: { time: true } },
-        series: [{}, ...series.map(([label, stroke]) => ({
-          label, stroke, width: 2, spanGaps: false, value: (u, x) => fmt(x) }))],
+        series: [{}, ...series.map(([label, stroke, points]) => ({
+          label, stroke, width: 2, spanGaps: false, value: (u, x) => fmt(x),
+          points: { show: points === true, size: 5, fill: stroke } }))],
         axes: [{}, { label: yLabel, size: 60, values: (u, xs) => xs.map((x) => fmt(x)) }],
         legend: { show: true },
       };
@@ -184,8 +194,8 @@
     p.plots = [
       mk("rows", "rows loaded / s", [["rows/s", "#1565c0"]], "rows/s", f2),
       mk("mib", "MiB / s", [["MiB/s", "#2e7d32"]], "MiB/s", f2),
-      mk("latency", "latency", [["file p50 s", "#6a1b9a"], ["file p99 s", "#c62828"],
-        ["stream p99 s", "#ef6c00"]], "seconds", f2),
+      mk("latency", "latency", [["file p50 s", "#6a1b9a", true], ["file p99 s", "#c62828", true],
+        ["stream p99 s", "#ef6c00", true]], "seconds", f2),
     ];
     const resize = new ResizeObserver(() => {
       for (const pl of p.plots) {
@@ -260,14 +270,15 @@
         : a.running ? ["running", "ok"] : ["idle", "muted"]], a.app)));
     $(".reasons tbody", p.el).replaceChildren(...v.reasons.map((r) => row([
       [r.outcome, r.outcome === "failed" ? "bad" : "warn"], num(r.files), num(r.rows_rejected),
-      r.reason || (r.rows_rejected ? "rows rejected (see the rejected-rows file)" : "")])));
+      r.reason ? cut(r.reason, 600)
+        : r.rows_rejected ? "rows rejected (reasons in the rejected-rows files)" : ""])));
     $(".decisions tbody", p.el).replaceChildren(...v.decisions.map((d) => row([
       clock(d.at), d.app || "", d.action,
       d.instances_before === null ? "" : `${d.instances_before} → ${d.instances_after}`, d.reason])));
     $(".files tbody", p.el).replaceChildren(...v.files.map((f) => row([
       clock(f.ended_at || f.started_at), f.source,
       [f.outcome, { failed: "bad", rejected: "warn", processed: "ok" }[f.outcome] || ""],
-      num(f.rows_loaded), num(f.rows_rejected), bytes(f.bytes), f.reason || ""])));
+      num(f.rows_loaded), num(f.rows_rejected), bytes(f.bytes), cut(f.reason)])));
   }
 
   document.addEventListener("DOMContentLoaded", () => {
