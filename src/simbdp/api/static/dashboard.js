@@ -190,7 +190,9 @@
       };
       return new uPlot(opts, data, box);
     };
-    const f2 = (x) => (x === null || x === undefined ? "-" : (Math.round(x * 100) / 100).toString());
+    // three significant digits, so that small rates (0.004 MiB/s) keep distinct ticks
+    const f2 = (x) => (x === null || x === undefined ? "-"
+      : Math.abs(x) >= 100 ? Math.round(x).toLocaleString("en-US") : String(Number(x.toPrecision(3))));
     p.plots = [
       mk("rows", "rows loaded / s", [["rows/s", "#1565c0"]], "rows/s", f2),
       mk("mib", "MiB / s", [["MiB/s", "#2e7d32"]], "MiB/s", f2),
