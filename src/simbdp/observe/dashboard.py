@@ -22,8 +22,8 @@ from simbdp.state import StateStore
 from simbdp.state.store import today
 
 __all__ = ["CRASH_LOOP_RESTARTS", "CRASH_LOOP_SECS", "DEFAULT_WINDOW_SECS", "LAST_DECISIONS",
-           "LAST_FILES", "POINTS", "TOP_REASONS", "WINDOWS_SECS", "dashboard_view",
-           "visible_tenants"]
+           "LAST_FILES", "LAST_INSTANCES", "POINTS", "TOP_REASONS", "WINDOWS_SECS",
+           "dashboard_view", "visible_tenants"]
 
 #: the window shown unless another is chosen: the last 15 minutes
 DEFAULT_WINDOW_SECS = 900
@@ -34,7 +34,7 @@ POINTS = 60
 #: restarts of an app's instances within CRASH_LOOP_SECS that make a crash loop (as the
 #: SimbdpStreamInstanceCrashLoop alert in deploy/prometheus/alerts.yml)
 CRASH_LOOP_RESTARTS, CRASH_LOOP_SECS = 3, 900
-LAST_FILES, LAST_DECISIONS, TOP_REASONS = 20, 20, 10
+LAST_FILES, LAST_DECISIONS, LAST_INSTANCES, TOP_REASONS = 20, 20, 20, 10
 #: an instance that reported within this many report intervals counts as running (as /metrics)
 _RUNNING_INTERVALS = 3
 _MIB = 1024 * 1024
@@ -92,8 +92,9 @@ def dashboard_view(platform: Platform, store: StateStore, tenants: Sequence[str]
     Returns ``{"now", "window_secs", "step_secs", "since", "tenants": [view, ...]}``, each view
     a JSON-ready dict: ``tenant``, ``enabled``, ``disabled_reason``, ``totals``, ``series``
     (``t`` bucket starts, ``rows_per_sec``, ``mib_per_sec``, ``batch_p50_secs``,
-    ``batch_p99_secs``, ``stream_p99_ms``), ``quota``, ``reasons``, ``apps``, ``decisions``,
-    ``files``. Raises ``ValueError`` for a window that is not positive.
+    ``batch_p99_secs``, ``stream_p99_ms``), ``quota``, ``reasons``, ``apps``, ``instances``
+    (each that reported in the window, the latest first), ``decisions``, ``files``.
+    Raises ``ValueError`` for a window that is not positive.
     """
     if window_secs <= 0:
         raise ValueError(f"window_secs must be positive, not {window_secs}")
@@ -136,7 +137,7 @@ def _empty_view(platform: Platform, tenant: str, since: float, step: float) -> d
                    "rows": [0] * POINTS, "bytes": [0] * POINTS,
                    "batch_p50_secs": [None] * POINTS, "batch_p99_secs": [None] * POINTS,
                    "stream_p99_ms": [None] * POINTS},
-        "quota": [], "reasons": [], "apps": [], "decisions": [], "files": [],
+        "quota": [], "reasons": [], "apps": [], "instances": [], "decisions": [], "files": [],
     }
 
 
@@ -274,6 +275,16 @@ def _apps(q: _Query, views: dict[str, dict[str, Any]], now: float,
         a["crash_looping"] = r["n"] >= CRASH_LOOP_RESTARTS
     for (tenant, _), a in sorted(apps.items()):
         views[tenant]["apps"].append(a)
+    live_since = now - _RUNNING_INTERVALS * report_interval_secs
+    for r in q.rows(
+            "SELECT tenant, app, instance, at, messages FROM (SELECT tenant, app, instance, "
+            "MAX(window_end) AS at, SUM(messages) AS messages, ROW_NUMBER() OVER (PARTITION "
+            "BY tenant ORDER BY MAX(window_end) DESC) AS rn FROM stream_reports "
+            f"WHERE {q.among} AND window_end >= ? GROUP BY tenant, app, instance) i "
+            "WHERE rn <= ? ORDER BY tenant, at DESC", [*q.tenants, q.since, LAST_INSTANCES]):
+        views[r["tenant"]]["instances"].append(
+            {"app": r["app"], "instance": r["instance"], "last_report_at": r["at"],
+             "messages": _i(r["messages"]), "running": r["at"] >= live_since})
 
 
 def _quota(q: _Query, views: dict[str, dict[str, Any]], platform: Platform) -> None:

@@ -281,6 +281,9 @@ def test_the_dashboard_shows_what_the_records_say_live(live, browser, tmp_path):
     reason = lv.store.records("acme", outcome="rejected")[0]["reason"]
     assert "xml" in reason
     assert acme.locator("table.reasons tbody tr td:nth-child(4)").all_inner_texts() == [reason]
+    inst = acme.locator("table.instances tbody tr[data-tenant='acme-1'] td").all_inner_texts()
+    assert [inst[0], inst[1], inst[3]] == ["acme-1", "ev", "150"]
+    assert inst[4] in ("reporting", "silent")
     assert page.locator("#overview tbody tr").count() == 2
     # the plots drew the rows/s line, and the page is no blank image
     assert _chart_rise(page, "acme", "rows") > 30

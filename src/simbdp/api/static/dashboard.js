@@ -270,6 +270,9 @@
       a.app, a.running, a.desired, num(a.backlog), a.restarts,
       a.crash_looping ? ["crash loop", "bad"] : a.paused_reason ? [`paused: ${a.paused_reason}`, "warn"]
         : a.running ? ["running", "ok"] : ["idle", "muted"]], a.app)));
+    $(".instances tbody", p.el).replaceChildren(...v.instances.map((i) => row([
+      i.instance, i.app, clock(i.last_report_at), num(i.messages),
+      i.running ? ["reporting", "ok"] : ["silent", "muted"]], i.instance)));
     $(".reasons tbody", p.el).replaceChildren(...v.reasons.map((r) => row([
       [r.outcome, r.outcome === "failed" ? "bad" : "warn"], num(r.files), num(r.rows_rejected),
       r.reason ? cut(r.reason, 600)
