@@ -340,6 +340,11 @@ def test_no_data_yet_shows_empty_panels(live, browser):
         assert panel.locator("canvas").count() >= 3
         assert _chart_rise(page, t, "rows") < 5  # a flat line at 0
         assert panel.locator("table.files tbody tr").count() == 0
+    # the plots follow the page's width
+    page.set_viewport_size({"width": 640, "height": 900})
+    page.wait_for_function("() => [...document.querySelectorAll('.chart canvas')]"
+                           ".every((c) => c.getBoundingClientRect().right <= 640)",
+                           timeout=10_000)
     assert page.errors == []
 
 

@@ -199,9 +199,12 @@
       mk("latency", "latency", [["file p50 s", "#6a1b9a", true], ["file p99 s", "#c62828", true],
         ["stream p99 s", "#ef6c00", true]], "seconds", f2),
     ];
-    const resize = new ResizeObserver(() => {
-      for (const pl of p.plots) {
-        pl.setSize({ width: Math.max(200, pl.root.parentElement.clientWidth), height: CHART_HEIGHT });
+    // redraw only the plot whose box changed width (the first call per box is a no-op)
+    const resize = new ResizeObserver((entries) => {
+      for (const e of entries) {
+        const pl = p.plots.find((x) => x.root.parentElement === e.target);
+        const width = Math.max(200, e.target.clientWidth);
+        if (pl && pl.width !== width) pl.setSize({ width, height: CHART_HEIGHT });
       }
     });
     p.el.querySelectorAll(".chart").forEach((c) => resize.observe(c));
