@@ -90,10 +90,11 @@ def _table(records: list[dict[str, Any]], with_dlt: bool) -> list[str]:
 def render_region(name: str, records: list[dict[str, Any]], img: str | None) -> str:
     """The markdown of one region from its records (in the order run)."""
     out: list[str] = []
-    if name == "whole":  # one table per data shape
-        for shape in dict.fromkeys(r["scenario"] for r in records):
-            mine = [r for r in records if r["scenario"] == shape]
-            out += [f"**{shape.split(':', 1)[1]}**", "", *_table(mine, with_dlt=True), ""]
+    if name in ("whole", "stream"):  # one table per data shape / stream scenario
+        for scen in dict.fromkeys(r["scenario"] for r in records):
+            mine = [r for r in records if r["scenario"] == scen]
+            dlt = any(r["engine"] == "dlt" for r in mine)
+            out += [f"**{scen.split(':', 1)[-1]}**", "", *_table(mine, with_dlt=dlt), ""]
     elif name == "pickup":
         out += ["| what | latency | |", "| --- | ---: | --- |"]
         out += [f"| {r['what']} | **{_num(r['rate'])} {r['unit']}** | {r.get('note', '')} |"
@@ -171,9 +172,8 @@ def _plot(name: str, records: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("rate relative to the fastest engine of its group, same run (longer is "
                   "faster)", fontsize=8)
     ax.set_title(REGIONS[name][1], fontsize=10)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -87,6 +87,7 @@ def test_tables_show_simbdp_beside_each_alternative_with_ratios() -> None:
     assert "pipeline.run only" in whole
     assert "**50%**" in region(out, "flood")
     assert "1.2 ms" in region(out, "pickup")
+    assert "**throughput**" in region(out, "stream")
     assert "| RabbitMQ -> DuckDB | simbdp |" in region(out, "stream")
     machine = region(out, "machine")
     assert "| cores | 2 (AMD EPYC) |" in machine and "dlt 1.5.0" in machine
