@@ -79,11 +79,11 @@ FULL = Sizes(repeat=3, reddit_rows=1_000_000, flights_rows=336_776, flood_files=
              seed_files=(("98 KB", 500, 5), ("4.3 MB", 22_000, 5), ("50 MB", 256_000, 1)),
              tenants=(1, 2, 10), seed004_files=40, seed004_rows=25_000, seed004_repeat=3,
              big_gb=2.0)
-QUICK = Sizes(repeat=3, reddit_rows=200_000, flights_rows=100_000, flood_files=150,
-              flood_rows=1000, one_row_files=300, pickup=10, events=10_000,
+QUICK = Sizes(repeat=3, reddit_rows=100_000, flights_rows=50_000, flood_files=100,
+              flood_rows=1000, one_row_files=200, pickup=10, events=10_000,
               event_files=(1, 10, 100),
               seed_files=(("98 KB", 500, 2), ("4.3 MB", 22_000, 1)),
-              tenants=(1, 2, 10), seed004_files=20, seed004_rows=5_000, seed004_repeat=1)
+              tenants=(1, 2, 10), seed004_files=20, seed004_rows=2_500, seed004_repeat=1)
 
 
 class Run:
@@ -184,10 +184,9 @@ def whole(run: Run) -> None:
                     extra = f"pipeline.run only; its whole process {ps:.2f} s"
                 if eng == "ingest":
                     extra = "the whole process"
-                run.add(record(f"whole:{shape}", what, label, times[sink, eng], rows, "rows/s",
-                               None if eng == "bare" else bare, mem[sink, eng],
-                               note=f"{scenario}, {mb:.0f} MB" + (f"; {extra}" if extra
-                                                                   else "")))
+                run.add(record(f"whole:{scenario}, {mb:.0f} MB", what, label,
+                               times[sink, eng], rows, "rows/s",
+                               None if eng == "bare" else bare, mem[sink, eng], note=extra))
 
 
 # memory on a big file ----------------------------------------------------------------------
