@@ -104,7 +104,7 @@ def seed004_serve(home: Any, tenant: str, dsn: str, files: list[Path],
     from benchmarks.serve import Server
 
     home.add_tenant(tenant, "comments", REDDIT_COLUMNS, "pg")
-    warm = home.root / "comments-warmup.csv"
+    warm = home.root / "comments-first.csv"
     pacsv.write_csv(reddit_table(1, seed=10**6, start_id=10**9), warm)
     flaky = f"{tenant}_flaky"
     with Server(home) as server:

@@ -372,9 +372,9 @@ def seed004(run: Run) -> None:
         what = f"{writers} writer(s), {s.seed004_files} files x {s.seed004_rows:,} rows"
         lost = f"; {total:,} rows counted, none lost"
         run.add(record("seed004", what, "psql \\copy + retry (bare)", bare, total, "rows/s",
-                       None, bmem, note=" / ".join(bnotes) + lost))
+                       None, bmem, note=" / ".join(dict.fromkeys(bnotes)) + lost))
         run.add(record("seed004", what, "simbdp serve", ours, total, "rows/s", bare, omem,
-                       note=" / ".join(onotes) + lost))
+                       note=" / ".join(dict.fromkeys(onotes)) + lost))
 
 
 # stream --------------------------------------------------------------------------------------
