@@ -63,7 +63,10 @@ def _table(records: list[dict[str, Any]], with_dlt: bool) -> list[str]:
         head, rule = head + " vs dlt |", rule + " ---: |"
     head, rule = head + " peak PSS MB |", rule + " ---: |"
     lines, notes = [head, rule], []
+    # simbdp serve against dlt's pipeline.run(), simbdp ingest (a whole process) against
+    # dlt's whole process when the run has it
     dlt = {r["what"]: r["rate"] for r in records if r["engine"] == "dlt"}
+    dlt_proc = {r["what"]: r["rate"] for r in records if r["engine"] == "dlt, whole process"}
     last_what = None
     for r in records:
         what = r["what"] if r["what"] != last_what else ""
@@ -71,9 +74,10 @@ def _table(records: list[dict[str, Any]], with_dlt: bool) -> list[str]:
         row = (f"| {what} | {r['engine']} | {_runs(r)} | {_num(r['rate'])} {r['unit']} | "
                f"{_pct(r.get('vs_bare'))} |")
         if with_dlt:
-            base = dlt.get(r["what"])
-            ratio = r["rate"] / base if base and r["engine"] != "dlt" and not \
-                r["engine"].endswith("(bare)") else None
+            base = (dlt_proc.get(r["what"], dlt.get(r["what"]))
+                    if r["engine"] == "simbdp ingest" else dlt.get(r["what"]))
+            ratio = (r["rate"] / base if base and r["engine"].startswith("simbdp")
+                     else None)
             row += f" {_pct(ratio)} |"
         peak = r.get("peak_pss_mb")
         row += f" {peak:,.0f} |" if isinstance(peak, int | float) else " - |"
@@ -135,6 +139,8 @@ def _color(engine: str) -> str:
         return "#6baed6"
     if engine.startswith("simbdp"):
         return "#2171b5"
+    if engine.startswith("dlt,"):
+        return "#fdbe85"
     return "#fd8d3c" if engine.startswith("dlt") else "#74c476"
 
 

@@ -79,9 +79,9 @@ FULL = Sizes(repeat=3, reddit_rows=1_000_000, flights_rows=336_776, flood_files=
              seed_files=(("98 KB", 500, 5), ("4.3 MB", 22_000, 5), ("50 MB", 256_000, 1)),
              tenants=(1, 2, 10), seed004_files=40, seed004_rows=25_000, seed004_repeat=3,
              big_gb=2.0)
-QUICK = Sizes(repeat=3, reddit_rows=100_000, flights_rows=50_000, flood_files=100,
-              flood_rows=1000, one_row_files=200, pickup=10, events=10_000,
-              event_files=(1, 10, 100),
+QUICK = Sizes(repeat=3, reddit_rows=100_000, flights_rows=50_000, flood_files=60,
+              flood_rows=1000, one_row_files=100, pickup=10, events=5_000,
+              event_files=(1, 10, 50),
               seed_files=(("98 KB", 500, 2), ("4.3 MB", 22_000, 1)),
               tenants=(1, 2, 10), seed004_files=20, seed004_rows=2_500, seed004_repeat=1)
 
@@ -137,7 +137,6 @@ def whole(run: Run) -> None:
         cli_file.hardlink_to(csv)
         times: dict[tuple[str, str], list[float]] = {}
         mem: dict[tuple[str, str], list[float]] = {}
-        proc_secs: dict[str, list[float]] = {}
 
         def note(key: tuple[str, str], secs: float, peak: float,
                  times: dict[tuple[str, str], list[float]] = times,
@@ -158,7 +157,7 @@ def whole(run: Run) -> None:
                                                       str(Path(d) / "dlt.duckdb"),
                                                       f"{shape}_{i}", rows)
                 note(("duckdb", "dlt"), secs, peak)
-                proc_secs.setdefault("duckdb", []).append(whole_secs)
+                note(("duckdb", "dlt-process"), whole_secs, peak)
                 note(("pg", "bare"), *psql_copy([csv], shape, run.pg, f"b{run.id}_copy", rows))
                 t = names["s", "pg", i]
                 note(("pg", "serve"), *server.drop_and_wait(
@@ -169,24 +168,21 @@ def whole(run: Run) -> None:
                 secs, peak, whole_secs = dlt_load([csv], shape, "postgres", run.pg, dataset,
                                                   rows)
                 note(("pg", "dlt"), secs, peak)
-                proc_secs.setdefault("pg", []).append(whole_secs)
+                note(("pg", "dlt-process"), whole_secs, peak)
                 run.log(f"  round {i + 1}: " + ", ".join(
                     f"{k[0]}/{k[1]} {v[-1]:.2f}" for k, v in times.items()))
         for sink, what, bare_name in (("duckdb", "-> DuckDB", "DuckDB read_csv (bare)"),
                                       ("pg", "-> PostgreSQL", "psql \\copy (bare)")):
             bare = times[sink, "bare"]
             labels = {"bare": bare_name, "serve": "simbdp serve", "ingest": "simbdp ingest",
-                      "dlt": "dlt"}
+                      "dlt": "dlt", "dlt-process": "dlt, whole process"}
+            notes = {"ingest": "the whole process", "dlt": "pipeline.run() only",
+                     "dlt-process": "imports and start included, as for simbdp ingest"}
             for eng, label in labels.items():
-                extra = ""
-                if eng == "dlt":
-                    ps = sorted(proc_secs[sink])[len(proc_secs[sink]) // 2]
-                    extra = f"pipeline.run only; its whole process {ps:.2f} s"
-                if eng == "ingest":
-                    extra = "the whole process"
                 run.add(record(f"whole:{scenario}, {mb:.0f} MB", what, label,
                                times[sink, eng], rows, "rows/s",
-                               None if eng == "bare" else bare, mem[sink, eng], note=extra))
+                               None if eng == "bare" else bare, mem[sink, eng],
+                               note=notes.get(eng, "")))
 
 
 # memory on a big file ----------------------------------------------------------------------
@@ -330,16 +326,14 @@ def tenants_at_once(run: Run) -> None:
             for n in s.tenants:
                 run.log(f"seeds 001-003: {n} tenant(s) x {per} file(s) of {label}")
                 drops, ts = [], []
-                for j in range(n):  # each tenant its own files (no cross-tenant sharing)
-                    mine = files[j * per:(j + 1) * per] if n * per <= len(files) else files[:per]
+                every = files[:n * per]  # each tenant its own files
+                for j in range(n):
+                    mine = every[j * per:(j + 1) * per]
                     t = ids[label, n, j]
                     ts.append(t)
                     drops += server.stage(t, mine, [f.name for f in mine])
                 # interleave the tenants' drops, as tenants working at once would
                 drops = [d for k in range(per) for d in drops[k::per]]
-                every = [f for j in range(n) for f in
-                         (files[j * per:(j + 1) * per] if n * per <= len(files)
-                          else files[:per])]
                 b = duckdb_load(every, "reddit", len(every) * rows)
                 o = server.drop_and_wait(drops, ts)
                 total_mb = mb_file * len(every)

@@ -45,8 +45,10 @@ RESULT: dict[str, Any] = {
             peak_pss_mb=100.0),
         rec("whole:reddit", "-> DuckDB", "simbdp serve", 2.0, 500.0, "rows/s", 0.5,
             peak_pss_mb=300.0),
+        rec("whole:reddit", "-> DuckDB", "simbdp ingest", 5.0, 200.0, "rows/s", 0.2),
         rec("whole:reddit", "-> DuckDB", "dlt", 4.0, 250.0, "rows/s", 0.25,
             note="pipeline.run only"),
+        rec("whole:reddit", "-> DuckDB", "dlt, whole process", 8.0, 125.0, "rows/s", 0.125),
         rec("flood", "10 files -> DuckDB", "DuckDB read_csv loop (bare)", 0.1, 100.0,
             "files/s", None),
         rec("flood", "10 files -> DuckDB", "simbdp serve", 0.2, 50.0, "files/s", 0.5),
@@ -85,6 +87,9 @@ def test_tables_show_simbdp_beside_each_alternative_with_ratios() -> None:
     assert "**50%**" in serve and "**200%**" in serve and "| 300 |" in serve
     assert "2.00 (2.00 / 2.20 / 1.80)" in serve
     assert "pipeline.run only" in whole
+    # the CLI, a whole process, is compared with dlt's whole process: 200 / 125 rows/s
+    ingest = next(line for line in whole.splitlines() if "| simbdp ingest |" in line)
+    assert "**160%**" in ingest
     assert "**50%**" in region(out, "flood")
     assert "1.2 ms" in region(out, "pickup")
     assert "**throughput**" in region(out, "stream")
