@@ -129,7 +129,16 @@ def render_machine(doc: dict[str, Any], source: str) -> str:
         f"| load average at the start | {', '.join(map(str, load)) if load else '?'} |",
         f"| psql | {m.get('psql') or '?'} |",
         f"| packages | {vers} |",
+        f"| sizes ({doc.get('mode', '?')}) | {_sizes(doc.get('sizes') or {})} |",
         ""])
+
+
+def _sizes(sizes: dict[str, Any]) -> str:
+    def show(v: Any) -> str:
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(show(x) for x in v) + "]"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+    return ", ".join(f"{k} {show(v)}" for k, v in sizes.items())
 
 
 def _color(engine: str) -> str:

@@ -36,7 +36,7 @@ def rec(scenario: str, what: str, engine: str, seconds: float, rate: float, unit
 
 RESULT: dict[str, Any] = {
     "kind": "simbdp-benchmarks", "mode": "quick", "started": "2026-11-25T18:00:00+00:00",
-    "wall_seconds": 240.0,
+    "wall_seconds": 240.0, "sizes": {"repeat": 3, "event_files": [1, 10, 100]},
     "machine": {"cores": 2, "memory_gb": 23.5, "kernel": "6.1", "python": "3.11.7",
                 "cpu": "AMD EPYC", "load_avg_at_start": [1.0, 2.0, 3.0], "psql": "psql 15",
                 "versions": {"duckdb": "1.4.0", "dlt": "1.5.0", "pyarrow": "21.0"}},
@@ -97,6 +97,7 @@ def test_tables_show_simbdp_beside_each_alternative_with_ratios() -> None:
     machine = region(out, "machine")
     assert "| cores | 2 (AMD EPYC) |" in machine and "dlt 1.5.0" in machine
     assert "`r.json`" in machine
+    assert "| sizes (quick) | repeat 3, event_files [1, 10, 100] |" in machine
 
 
 def test_prose_and_regions_without_records_are_kept() -> None:
