@@ -49,11 +49,16 @@ def _pct(x: float | None) -> str:
 
 
 def _runs(rec: dict[str, Any]) -> str:
+    """The median seconds and each run's; a record without seconds (a latency) shows its
+    runs in its own unit."""
     runs = rec.get("runs") or []
-    if isinstance(runs, int):  # the stream benchmark may give a count of runs
-        return f"{rec['seconds']:.2f} ({runs} runs)"
+    secs = rec.get("seconds")
+    if isinstance(runs, int):  # a count of runs
+        return f"{secs:.2f} ({runs} runs)" if secs is not None else f"- ({runs} runs)"
+    if secs is None:
+        return "- (" + " / ".join(_num(r) for r in runs) + f" {rec.get('unit', '')})"
     shown = " / ".join(f"{r:.2f}" for r in runs)
-    return f"{rec['seconds']:.2f}" + (f" ({shown})" if len(runs) > 1 else "")
+    return f"{secs:.2f}" + (f" ({shown})" if len(runs) > 1 else "")
 
 
 def _table(records: list[dict[str, Any]], with_dlt: bool) -> list[str]:
@@ -61,7 +66,9 @@ def _table(records: list[dict[str, Any]], with_dlt: bool) -> list[str]:
     rule = "| --- | --- | ---: | ---: | ---: |"
     if with_dlt:
         head, rule = head + " vs dlt |", rule + " ---: |"
-    head, rule = head + " peak PSS MB |", rule + " ---: |"
+    peaks = any(isinstance(r.get("peak_pss_mb"), int | float) for r in records)
+    if peaks:
+        head, rule = head + " peak PSS MB |", rule + " ---: |"
     lines, notes = [head, rule], []
     # simbdp serve against dlt's pipeline.run(), simbdp ingest (a whole process) against
     # dlt's whole process when the run has it
@@ -80,7 +87,8 @@ def _table(records: list[dict[str, Any]], with_dlt: bool) -> list[str]:
                      else None)
             row += f" {_pct(ratio)} |"
         peak = r.get("peak_pss_mb")
-        row += f" {peak:,.0f} |" if isinstance(peak, int | float) else " - |"
+        if peaks:
+            row += f" {peak:,.0f} |" if isinstance(peak, int | float) else " - |"
         lines.append(row)
         if r.get("note"):
             note = f"{r['engine']}, {r['what']}: {r['note']}"
@@ -162,23 +170,32 @@ def _plot(name: str, records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     def group(r: dict[str, Any]) -> str:
+        if name == "stream":  # the stream benchmark: one group per scenario and broker
+            return f"{r['scenario']}: {r['engine']}"
         return (f"{r['scenario'].split(':', 1)[-1]}: " if name == "whole" else "") + r["what"]
 
+    def label(r: dict[str, Any]) -> str:
+        return str(r["what"] if name == "stream" else r["engine"])
+
+    # only rates are drawn (longer is faster); latencies and seconds stay in the tables
+    records = [r for r in records if str(r.get("unit", "")).endswith("/s") and r.get("rate")]
+    if not records:
+        return
     groups = list(dict.fromkeys(group(r) for r in records))
     rows: list[tuple[str, dict[str, Any] | None, float]] = []
     for g in groups:
         mine = [r for r in records if group(r) == g]
         best = max(r["rate"] for r in mine) or 1.0
         rows.append((g, None, 0.0))
-        rows += [(r["engine"], r, r["rate"] / best) for r in mine]
+        rows += [(label(r), r, r["rate"] / best) for r in mine]
     fig, ax = plt.subplots(figsize=(9, 1.4 + 0.28 * len(rows)))
     ys = list(range(len(rows)))
-    for y, (label, r, rel) in zip(ys, rows, strict=True):
+    for y, (text, r, rel) in zip(ys, rows, strict=True):
         if r is None:
-            ax.text(-0.01, y, _wrap(label, 70), ha="right", va="center", fontsize=8,
+            ax.text(-0.01, y, _wrap(text, 70), ha="right", va="center", fontsize=8,
                     fontweight="bold", transform=ax.get_yaxis_transform())
             continue
-        ax.barh(y, rel, height=0.7, color=_color(label))
+        ax.barh(y, rel, height=0.7, color=_color(text))
         ax.text(rel + 0.01, y, f"{_num(r['rate'])} {r['unit']}", va="center", fontsize=7)
     ax.set_yticks([y for y, row in zip(ys, rows, strict=True) if row[1] is not None])
     ax.set_yticklabels([row[0] for row in rows if row[1] is not None], fontsize=7)
@@ -235,9 +252,11 @@ def render_doc(doc: dict[str, Any], text: str, *, source: str, img_dir: Path | N
         if not recs:
             continue
         img = None
-        if img_dir is not None and REGIONS[name][1]:
-            _plot(name, recs, img_dir / f"bench-{name}.png")
-            img = f"{img_prefix}/bench-{name}.png"
+        png = None if img_dir is None else img_dir / f"bench-{name}.png"
+        if png is not None and REGIONS[name][1]:
+            png.unlink(missing_ok=True)
+            _plot(name, recs, png)
+            img = f"{img_prefix}/bench-{name}.png" if png.exists() else None
         bodies[name] = render_region(name, recs, img)
     return replace_regions(text, bodies)
 

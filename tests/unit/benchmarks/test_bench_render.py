@@ -57,7 +57,10 @@ RESULT: dict[str, Any] = {
     ],
     "stream": [{"scenario": "throughput", "what": "RabbitMQ -> DuckDB",
                 "engine": "simbdp", "seconds": 5.0, "runs": 3, "rate": 10_000.0,
-                "unit": "msg/s", "vs_bare": 0.8}],
+                "unit": "msg/s", "vs_bare": 0.8},
+               {"scenario": "throughput", "what": "simbdp: p99 latency", "engine": "nats",
+                "seconds": None, "runs": [900.0, 1100.0], "rate": 1000.0, "unit": "ms",
+                "vs_bare": None}],
 }
 
 REGIONS = ["machine", "whole", "memory", "flood", "pickup", "seed000", "tenants", "seed004",
@@ -94,6 +97,9 @@ def test_tables_show_simbdp_beside_each_alternative_with_ratios() -> None:
     assert "1.2 ms" in region(out, "pickup")
     assert "**throughput**" in region(out, "stream")
     assert "| RabbitMQ -> DuckDB | simbdp |" in region(out, "stream")
+    # a latency has no seconds: its runs are shown in its unit; no memory column there
+    assert "| simbdp: p99 latency | nats | - (900 / 1,100 ms) | 1,000 ms | - |" in \
+        region(out, "stream")
     machine = region(out, "machine")
     assert "| cores | 2 (AMD EPYC) |" in machine and "dlt 1.5.0" in machine
     assert "`r.json`" in machine
