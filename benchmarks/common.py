@@ -31,7 +31,7 @@ from typing import Any, NotRequired, TypedDict
 import psutil
 
 __all__ = ["DATA", "REDDIT_DDL", "Record", "Sampler", "machine_info", "median", "peak_pss",
-           "record", "run_measured", "timed"]
+           "peak_rss", "record", "reddit_csv", "run_measured", "timed"]
 
 DATA = Path(__file__).parent / "data"
 REDDIT_DDL = ("created_utc BIGINT, ups BIGINT, subreddit VARCHAR NOT NULL, id VARCHAR NOT NULL, "
@@ -143,6 +143,32 @@ def peak_pss(pid: int | None = None, interval: float = 0.05) -> Iterator[Sampler
         yield s
     finally:
         s.stop()
+
+
+@contextmanager
+def peak_rss(pid: int | None = None, interval: float = 0.05) -> Iterator[dict[str, Any]]:
+    """:func:`peak_pss` as a dict (``peak_mb``, ``at_peak``), for the benchmarks that
+    measure in their own process (bench_encrypt)."""
+    out: dict[str, Any] = {"peak_mb": 0.0, "at_peak": {}}
+    with peak_pss(pid, interval) as s:
+        try:
+            yield out
+        finally:
+            s.stop()
+            out["peak_mb"], out["at_peak"] = s.peak_mb, s.at_peak
+
+
+def reddit_csv(rows: int) -> Path:
+    """A cached CSV of ``rows`` plain generated comments (:func:`simbdp.datagen.
+    write_reddit_csv`; the suite's varied text is :func:`benchmarks.datasets.reddit_csv`)."""
+    from simbdp.datagen import write_reddit_csv
+
+    path = DATA / f"reddit-{rows}.csv"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        write_reddit_csv(tmp, rows)
+        tmp.replace(path)
+    return path
 
 
 def _role(p: psutil.Process) -> str:
