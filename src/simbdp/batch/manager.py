@@ -90,8 +90,11 @@ class _Running:
 class BatchIngestManager:
     """Runs batch ingestion for every tenant of a platform."""
 
-    def __init__(self, platform: Platform, store: StateStore, *, warm: int | None = None):
-        """``warm``: workers to start now (default ``workers``); more start when needed."""
+    def __init__(self, platform: Platform, store: StateStore, *, warm: int | None = None,
+                 ensure: bool = True):
+        """``warm``: workers to start now (default ``workers``); more start when needed.
+        ``ensure``: create every tenant's tables now (else each worker does before its first
+        file of a tenant, as it always does)."""
         self.platform, self.config, self.store = platform, platform.config, store
         self.queue: FairQueue[FileJob] = FairQueue(per_tenant=self._tenant_limit)
         self.tracker = FileTracker(self.config.stable_secs)
@@ -111,7 +114,8 @@ class BatchIngestManager:
         self._idle: list[WorkerProcess] = [WorkerProcess() for _ in range(start)]
         for tenant in platform.tenants:
             prepare_tenant_dirs(self.config, tenant)
-        self._try_ensure_tables(list(platform.tenants.values()))
+        if ensure:
+            self._try_ensure_tables(list(platform.tenants.values()))
 
     def apply(self, platform: Platform) -> None:
         """Take a reloaded platform (any thread): the manager's loop switches to it before

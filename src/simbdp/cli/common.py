@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -93,7 +92,11 @@ class CliGroup(TyperGroup):
         except SimbdpError as e:
             err_console.print(f"[red]error[/red] {escape(str(e))}", highlight=False)
             raise typer.Exit(exit_code(e)) from e
-        except httpx.TransportError as e:
+        except Exception as e:
+            # only a command that imported httpx can raise its errors: not imported for others
+            httpx = sys.modules.get("httpx")
+            if httpx is None or not isinstance(e, httpx.TransportError):
+                raise
             err_console.print(f"[red]error[/red] cannot reach the server: {escape(str(e))}; "
                               "check the address and that it runs (`simbdp serve`)",
                               highlight=False)

@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from simbdp.cli.common import EXIT_USAGE, console, err_console, load
-from simbdp.coredms.compaction import compact_lake
 
 __all__ = ["lake_app"]
 
@@ -25,6 +24,8 @@ def compact(tenant: str | None = typer.Option(None, "--tenant", help="only this 
             home: Path | None = HOME) -> None:
     """Rewrite small data files of Delta tables into large ones (exactly once holds: files
     committed before are still duplicates after)."""
+    from simbdp.coredms.compaction import compact_lake  # deltalake: this command only
+
     platform = load(home)
     if tenant is not None and tenant not in platform.tenants:
         err_console.print(f"[red]error[/red] no tenant {tenant!r}", highlight=False)

@@ -11,7 +11,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from simbdp.batch import BatchIngestManager
 from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.api import keys_app, push_command
 from simbdp.cli.common import EXIT_FAILED, EXIT_USAGE, CliGroup, console, err_console, load
@@ -24,7 +23,6 @@ from simbdp.cli.stream import publish, stream_app
 from simbdp.cli.tenants import HOME, tenants_app
 from simbdp.cli.top import top
 from simbdp.home import start_home, use_private_umask
-from simbdp.service import run_platform
 from simbdp.state import StateStore
 
 __all__ = ["app"]
@@ -74,9 +72,12 @@ def ingest(
         shutil.copyfile(f, part)
         part.replace(dest)
         staged.append(dest)
+    from simbdp.batch import BatchIngestManager  # each command imports what it runs
+
     store = StateStore.open(platform.config)
-    # one worker now (a DuckDB tenant uses one); more start if the files need them
-    manager = BatchIngestManager(platform, store, warm=1)
+    # one worker now (a DuckDB tenant uses one; more start if the files need them), which
+    # ensures the tenant's tables itself: the other tenants' are not this command's business
+    manager = BatchIngestManager(platform, store, warm=1, ensure=False)
     try:
         subs = manager.submit(tenant, staged)
         manager.run_until_idle()
@@ -101,6 +102,8 @@ def ingest(
 def serve(home: Path | None = HOME) -> None:
     """Run the platform until Ctrl-C or SIGTERM; then finish the files in flight and exit."""
     platform = load(home, log_console=False, runs_apps=True)
+    from simbdp.service import run_platform  # the API and both managers: serve only
+
     start_home(platform.config)
     store = StateStore.open(platform.config)
     stop = threading.Event()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 import yaml
@@ -16,9 +17,10 @@ from simbdp.cli.common import console, err_console, home_path, load, print_confi
 from simbdp.errors import ConfigError
 from simbdp.home import make_private
 from simbdp.profiles import check_profiles, load_profile, save_profile
-from simbdp.profiles.infer import Inferred, infer_profile
-from simbdp.stream.client import issue_broker_credentials
 from simbdp.units import format_bytes
+
+if TYPE_CHECKING:
+    from simbdp.profiles.infer import Inferred
 
 __all__ = ["tenants_app"]
 
@@ -42,6 +44,8 @@ def init(name: str = typer.Argument(..., help="the new tenant's id"),
             raise ConfigError(f"{out}: a profile must be named {name}.yaml (its tenant id)")
         if out.exists() and not force:
             raise ConfigError(f"{out}: already exists; use --force to overwrite it")
+        from simbdp.profiles.infer import infer_profile  # DuckDB's sniffer: this command only
+
         inferred = infer_profile(name, sample)
         _write_profile(out, sample, inferred)
         load_profile(out)
@@ -160,6 +164,8 @@ def broker_credentials(
     keeps no copy. The user may publish to and read the tenant's own queues only.
     """
     # unknown tenant: exit 2; secret handed out already (CredentialsIssued): 1; broker down: 3
+    from simbdp.stream.client import issue_broker_credentials  # the brokers' clients
+
     creds = asyncio.run(issue_broker_credentials(load(home), tenant, rotate=rotate))
     console.print(f"tenant:   {creds.tenant}\nuser:     {creds.username}\n"
                   f"secret:   {creds.password}\nurl:      {creds.url}", soft_wrap=True,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import pyarrow as pa
 from pydantic import (
     BaseModel,
     ByteSize,
@@ -20,6 +19,9 @@ from pydantic import (
 )
 
 from simbdp.profiles.types import arrow_type, normalize_type
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "ApiSettings",
@@ -128,6 +130,8 @@ class TableSpec(Model):
         return [c.name for c in self.columns]
 
     def arrow_schema(self) -> pa.Schema:
+        import pyarrow as pa  # only where rows are handled: loading profiles does not need it
+
         keys = set(self.primary_key)
         return pa.schema(
             [pa.field(c.name, arrow_type(c.type), c.nullable and c.name not in keys)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["arrow_type", "duckdb_type", "normalize_type", "postgres_type"]
 
@@ -22,11 +24,13 @@ _ALIASES = {
 }
 _DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
 
-_ARROW = {
-    "string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "int16": pa.int16(),
-    "float64": pa.float64(), "float32": pa.float32(), "bool": pa.bool_(), "date": pa.date32(),
-    "timestamp": pa.timestamp("us"), "timestamptz": pa.timestamp("us", tz="UTC"),
-    "json": pa.string(),
+#: the Arrow type of each name (pyarrow's constructor and its arguments: pyarrow is imported
+#: when a type is first asked for, so loading profiles does not import it)
+_ARROW: dict[str, tuple[str, tuple[str, ...]]] = {
+    "string": ("string", ()), "int64": ("int64", ()), "int32": ("int32", ()),
+    "int16": ("int16", ()), "float64": ("float64", ()), "float32": ("float32", ()),
+    "bool": ("bool_", ()), "date": ("date32", ()), "timestamp": ("timestamp", ("us",)),
+    "timestamptz": ("timestamp", ("us", "UTC")), "json": ("string", ()),
 }
 _DUCKDB = {
     "string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER", "int16": "SMALLINT",
@@ -54,8 +58,13 @@ def normalize_type(name: str) -> str:
 
 
 def arrow_type(name: str) -> pa.DataType:
+    import pyarrow as pa
+
     m = _DECIMAL.match(name)
-    return pa.decimal128(int(m.group(1)), int(m.group(2))) if m else _ARROW[name]
+    if m:
+        return pa.decimal128(int(m.group(1)), int(m.group(2)))
+    make, args = _ARROW[name]
+    return getattr(pa, make)(*args)
 
 
 def duckdb_type(name: str) -> str:
