@@ -36,6 +36,7 @@ __all__ = [
     "StreamLimits",
     "TableSpec",
     "TenantProfile",
+    "parse_age",
 ]
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
@@ -62,20 +63,87 @@ class Column(Model):
         return normalize_type(v)
 
 
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_AGE_SECS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: the column types each check applies to (None: any type)
+_CHECK_TYPES: dict[str, tuple[str, ...] | None] = {
+    "not_null": None, "unique": None, "in": None, "regex": None, "min": None,
+    "max": None,
+    "max_age": ("date", "timestamp", "timestamptz"),
+    "min_length": ("string", "json"), "max_length": ("string", "json"),
+}
+
+
+def parse_age(text: str) -> float:
+    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` in seconds; ValueError otherwise."""
+    m = _AGE.match(text)
+    if m is None:
+        raise ValueError(f"age {text!r}: use a number and a unit s, m, h, d or w, e.g. '7d'")
+    return float(m.group(1)) * _AGE_SECS[m.group(2)]
+
+
 class QualityRule(Model):
     """A vectorised row check: rows failing it are quarantined with the rule's name.
 
-    ``check`` is one of not_null, min, max, regex, in; ``value`` its argument.
+    ``check`` is one of not_null, min, max, regex, in, unique, max_age, min_length,
+    max_length; ``value`` its argument.
     """
 
     name: Identifier
     """Rule name, given as the reason of the rows it rejects."""
     column: Identifier
     """The column the rule checks."""
-    check: Literal["not_null", "min", "max", "regex", "in"]
-    """not_null, min, max, regex or in."""
+    check: Literal["not_null", "min", "max", "regex", "in", "unique", "max_age", "min_length",
+                   "max_length"]
+    """not_null; min, max (numbers, dates, timestamps); regex; in; unique (a value seen on an
+    earlier row of the same file or micro-batch fails; nulls are not compared); max_age (a date
+    or timestamp older than ``value`` fails); min_length, max_length (text, in characters)."""
     value: float | str | list[str] | None = None
-    """The check's argument: a bound for min/max, a pattern for regex, a list for in."""
+    """The check's argument: a bound for min/max, a pattern for regex, a list for in, an age
+    such as ``7d`` (units s, m, h, d, w) for max_age, a number of characters for
+    min_length/max_length; none for not_null and unique."""
+
+    @model_validator(mode="after")
+    def _check_value(self) -> QualityRule:
+        c, v = self.check, self.value
+        what = f"quality rule {self.name!r} ({c})"
+        if c in ("not_null", "unique") and v is not None:
+            raise ValueError(f"{what} takes no value")
+        if c in ("min", "max", "regex", "in", "max_age", "min_length", "max_length") \
+                and v is None:
+            raise ValueError(f"{what} needs a value")
+        if c in ("min_length", "max_length") and (
+                not isinstance(v, float | int) or v < 0 or v != int(v)):
+            raise ValueError(f"{what}: value must be a whole number of characters, not {v!r}")
+        if c == "max_age":
+            if not isinstance(v, str):
+                raise ValueError(f"{what}: value must be an age such as '7d', not {v!r}")
+            parse_age(v)
+        if c == "regex":
+            try:
+                re.compile(str(v))
+            except re.error as e:
+                raise ValueError(f"{what}: bad pattern {v!r}: {e}") from None
+        return self
+
+    @property
+    def age_secs(self) -> float:
+        """max_age: the value in seconds."""
+        return parse_age(str(self.value))
+
+    def problem(self, table: TableSpec) -> str | None:
+        """Why this rule cannot check ``table`` (an unknown column, a check that does not fit
+        the column's type), or None."""
+        cols = {c.name: c.type for c in table.columns}
+        if self.column not in cols:
+            return (f"table {table.name!r}: quality rule {self.name!r} names unknown column "
+                    f"{self.column!r} (columns: {', '.join(cols)})")
+        kinds = _CHECK_TYPES[self.check]
+        kind = cols[self.column].split("(")[0]
+        if kinds is not None and kind not in kinds:
+            return (f"table {table.name!r}: quality rule {self.name!r}: {self.check} does not "
+                    f"apply to column {self.column!r} of type {cols[self.column]}")
+        return None
 
 
 class TableSpec(Model):
@@ -93,6 +161,11 @@ class TableSpec(Model):
     """Names of platform sinks this table is written to (several sinks per table)."""
     quality: list[QualityRule] = []
     """Row checks; rows failing one are rejected with the rule's name."""
+    min_pass_rate: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of rows (0 to 1) of a file or stream micro-batch that must pass the checks (types,
+    required columns, quality rules); below it the whole file is rejected (kept in
+    ``rejected/``) or the whole micro-batch dead-lettered, nothing loaded, the rate in the
+    reason. 0: never."""
     partition_by: list[Identifier] = []
     """Columns a lake (delta) sink partitions the table by; other sinks ignore it."""
 
@@ -112,9 +185,12 @@ class TableSpec(Model):
         missing = [k for k in self.primary_key if k not in names]
         if missing:
             raise ValueError(f"primary_key columns {missing} are not columns of the table")
-        bad = [r.column for r in self.quality if r.column not in names]
-        if bad:
-            raise ValueError(f"quality rules name unknown columns {bad}")
+        problems = [p for r in self.quality if (p := r.problem(self)) is not None]
+        if problems:
+            raise ValueError("; ".join(problems))
+        rules = [r.name for r in self.quality]
+        if len(set(rules)) != len(rules):
+            raise ValueError(f"table {self.name!r}: quality rule names must be unique")
         if not self.sinks:
             raise ValueError("sinks must name at least one sink")
         unknown = [c for c in self.partition_by if c not in names]
@@ -244,6 +320,28 @@ class TenantProfile(Model):
     """How CSV files are read."""
     apps: list[AppSpec] = []
     """The tenant's apps (optional: without one, files load as they are)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rules_name_columns(cls, data: object) -> object:
+        """A quality rule naming an unknown column, said with the tenant, table, rule and
+        column (the table's own check does not know the tenant)."""
+        if not isinstance(data, dict) or not isinstance(data.get("tables"), list):
+            return data
+        problems = []
+        for t in data["tables"]:
+            if not isinstance(t, dict) or not isinstance(t.get("columns"), list) \
+                    or not isinstance(t.get("quality"), list):
+                continue
+            cols = [c.get("name") for c in t["columns"] if isinstance(c, dict)]
+            problems += [
+                f"tenant {data.get('tenant_id')!r}: table {t.get('name')!r}: quality rule "
+                f"{r.get('name')!r} names unknown column {r.get('column')!r} (columns: "
+                f"{', '.join(map(str, cols))})"
+                for r in t["quality"] if isinstance(r, dict) and r.get("column") not in cols]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TenantProfile:
