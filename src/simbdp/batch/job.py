@@ -34,7 +34,14 @@ from simbdp.errors import (
 from simbdp.formats import ReadOptions, ReadStats, detect_format, read_batches
 from simbdp.profiles.models import AppSpec, PlatformConfig, TableSpec, TenantProfile
 from simbdp.profiles.types import arrow_type
-from simbdp.quality import conform, dedupe_last, write_rejected
+from simbdp.quality import (
+    QualityStats,
+    SeenValues,
+    conform,
+    dedupe_last,
+    pass_rate_breach,
+    write_rejected,
+)
 
 __all__ = ["FileJob", "JobResult", "content_key", "run_file_job"]
 
@@ -76,6 +83,8 @@ class JobResult:
     #: on a ledger hit: the rows that ingestion committed
     ledger_rows: int | None = None
     rule_failures: dict[str, int] = field(default_factory=dict)
+    #: quality counts per target table (rows checked, passed, failed per rule)
+    quality: dict[str, QualityStats] = field(default_factory=dict)
     #: how the app ran: ``bwrap`` (confined) or ``unconfined``; None without an app
     sandbox: str | None = None
     #: bytes read once decompressed (the file's size if not compressed): what the file cost
@@ -215,9 +224,16 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
             txns[sink_name] = sinks[sink_name].begin(profile)
             result.rows_in = result.rows_loaded = result.rows_rejected = 0
             result.rule_failures.clear()
+            result.quality.clear()
             rejected_file.unlink(missing_ok=True)
             _load(job.path, options, runner, app, tables, txns, result, rejected_file, False,
                   refuse_nul)
+        for tname, stats in result.quality.items():  # rolled back by the stack if refused
+            breach = pass_rate_breach(tables[tname], stats, f"tenant {tenant!r}: {name!r}")
+            if breach is not None:
+                if result.rows_rejected:
+                    result.rejected_rows_file = str(rejected_file)
+                raise Rejected(breach, "low_pass_rate")
         t0 = time.perf_counter()
         loaded = result.rows_loaded // max(1, len(tables))
         for sink_name, txn in list(txns.items()):
@@ -312,6 +328,7 @@ def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: Ap
     chunk is read (in a thread of its own) while the app works on this one."""
     names = tuple(tables)
     stats = ReadStats()
+    seen = {t: SeenValues() for t in names}  # unique rules look over the whole file
     reading = _grouped(_timed(_counted(read_batches(path, options, stats), stats, result),
                               result), 4 * options.block_bytes)
     with _Prefetch(reading) as chunks:
@@ -327,7 +344,7 @@ def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: Ap
             result.app_secs += time.perf_counter() - t0
             for tname, data in outputs.items():
                 yield from _conformed(tables[tname], data, path, result, rejected_file,
-                                      tname in refuse_nul)
+                                      tname in refuse_nul, seen[tname])
 
 
 def _counted(batches: Iterator[pa.RecordBatch], stats: ReadStats, result: JobResult
@@ -340,9 +357,10 @@ def _counted(batches: Iterator[pa.RecordBatch], stats: ReadStats, result: JobRes
 
 
 def _conformed(table: TableSpec, data: pa.Table, path: Path, result: JobResult,
-               rejected_file: Path, refuse_nul: bool = False
+               rejected_file: Path, refuse_nul: bool = False, seen: SeenValues | None = None
                ) -> Iterator[tuple[TableSpec, pa.Table]]:
-    conformed = conform(data, table, path.name, refuse_nul=refuse_nul)
+    conformed = conform(data, table, path.name, refuse_nul=refuse_nul, seen=seen)
+    result.quality.setdefault(table.name, QualityStats()).add(conformed.stats)
     good = conformed.good
     if table.primary_key and good.num_rows:
         good = dedupe_last(good, table.primary_key)

@@ -49,6 +49,7 @@ from simbdp.formats import detect_format
 from simbdp.observe.logs import get_logger
 from simbdp.profiles.loader import Platform
 from simbdp.profiles.models import TenantProfile
+from simbdp.quality import quality_json
 from simbdp.state import StateStore, short_reason, today
 
 __all__ = ["BatchIngestManager", "Submission"]
@@ -482,7 +483,8 @@ class BatchIngestManager:
         self._profiles.pop(path, None)
         self.store.finish_record(job.record_id, outcome, reason=result.reason,
                                  content_key=result.content_key, sandbox=result.sandbox,
-                                 decompressed_bytes=decompressed, **stats)
+                                 decompressed_bytes=decompressed,
+                                 quality=quality_json(result.quality), **stats)
         log = self.log.info if outcome == "processed" else self.log.warning
         log(outcome, tenant=tenant, file=path.name, record=job.record_id,
             reason=short_reason(result.reason), **stats)
