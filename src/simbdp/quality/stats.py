@@ -60,7 +60,8 @@ class QualityStats:
         if not self.rows_checked:
             return "no rows checked"
         text = f"{self.rows_passed:,} of {self.rows_checked:,} rows passed ({self.pass_rate:.1%})"
-        fails = [f"{r} {n:,}" for r, n in sorted(self.failed.items(), key=lambda x: -x[1])]
+        most = sorted(self.failed.items(), key=lambda x: (-x[1], x[0]))
+        fails = [f"{r} {n:,}" for r, n in most]
         if self.rows_failed_schema:
             fails.append(f"types/required {self.rows_failed_schema:,}")
         return text + (f"; failed: {', '.join(fails)}" if fails else "")

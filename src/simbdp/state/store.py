@@ -232,6 +232,12 @@ class StateStore:
         return _decode_quality(self._select("stream_reports", "window_end", since, limit,
                                             tenant=tenant, app=app))
 
+    def stream_report(self, report_id: str) -> dict[str, Any] | None:
+        """One stream report by id (``quality`` as a dict), or None."""
+        rows = _decode_quality(self.db.query("SELECT * FROM stream_reports WHERE id = ?",
+                                             [report_id]))
+        return rows[0] if rows else None
+
     def add_decision(self, tenant: str, app: str | None, action: str, reason: str,
                      before: int | None = None, after: int | None = None) -> None:
         self.db.execute(
