@@ -2,9 +2,9 @@
 Python.
 
 ``unique`` looks back over the whole file: the values met in earlier chunks are kept in a
-:class:`SeenValues` (one Arrow array of distinct values per rule), so a value repeated across
-chunks of one file fails as it would within one chunk. A stream micro-batch is one chunk.
-Memory grows with the distinct values of the file's unique columns.
+:class:`SeenValues`, so a value repeated across chunks of one file fails as it would within
+one chunk. A stream micro-batch is one chunk. Memory grows with the distinct values of the
+file's unique columns (their values and 8 bytes each).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,27 +23,71 @@ __all__ = ["SeenValues", "rule_fails"]
 
 
 class SeenValues:
-    """Distinct values of each ``unique`` rule met so far in one file (or micro-batch)."""
+    """Distinct values of each ``unique`` rule met so far in one file (or micro-batch).
+
+    Kept per rule as levels of an LSM: each level holds values sorted by a 64-bit hash
+    (DuckDB's ``hash``) beside the hashes as a NumPy array; a chunk's distinct values are
+    looked up in every level with a binary search (``searchsorted``), and a hash found is
+    confirmed by comparing the values themselves. Levels of like size are merged, so a file
+    of n rows costs about n log n, not n squared as a lookup over every value seen would.
+    """
 
     def __init__(self) -> None:
-        self._values: dict[str, pa.Array] = {}
+        self._levels: dict[str, list[tuple[np.ndarray, pa.Array]]] = {}
+        self._con: duckdb.DuckDBPyConnection | None = None
 
-    def repeats(self, rule: str, values: pa.ChunkedArray) -> pa.Array:
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def _hash(self, values: pa.Array) -> np.ndarray:
+        if self._con is None:
+            self._con = duckdb.connect(config={"threads": 1})
+        src = pa.table({"v": values})  # noqa: F841  (read by DuckDB's replacement scan)
+        return self._con.sql("SELECT hash(v) AS h FROM src").fetchnumpy()["h"] \
+            .astype(np.uint64, copy=False)
+
+    def repeats(self, rule: str, values: pa.ChunkedArray | pa.Array) -> pa.Array:
         """Mask of the rows whose value appeared on an earlier row (of this chunk or of an
         earlier one); nulls never fail. Remembers this chunk's values."""
         arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-        n = len(arr)
-        idx = pa.array(np.arange(n, dtype=np.int64))
-        first = pa.table({"v": arr, "i": idx}).group_by("v", use_threads=False) \
-            .aggregate([("i", "min")])
-        repeated = pc.invert(pc.is_in(idx, value_set=first.column("i_min").combine_chunks()))
-        distinct = first.column("v").combine_chunks()
-        seen = self._values.get(rule)
-        if seen is not None and len(seen):
-            repeated = pc.or_(repeated, pc.is_in(arr, value_set=seen))
-            distinct = pc.filter(distinct, pc.invert(pc.is_in(distinct, value_set=seen)))
-        distinct = pc.drop_null(distinct)
-        self._values[rule] = distinct if seen is None else pa.concat_arrays([seen, distinct])
+        if len(arr) == 0:
+            return pa.array([], pa.bool_())
+        # dictionary codes come in order of first appearance: a row is a repeat exactly when
+        # its code does not raise the running maximum of the codes before it
+        encoded = pc.dictionary_encode(arr)
+        codes = pc.fill_null(encoded.indices.cast(pa.int64()), -1)
+        rises = pc.fill_null(pc.pairwise_diff(pc.cumulative_max(codes)), 1)
+        repeated = pc.equal(rises, 0)
+        distinct = encoded.dictionary
+        if len(distinct) == 0:
+            return pc.and_(repeated, pc.is_valid(arr))
+        hashes = self._hash(distinct)
+        by_hash = np.argsort(hashes, kind="stable")  # sorted keys: searchsorted walks forward
+        sorted_hashes = hashes[by_hash]
+        levels = self._levels.setdefault(rule, [])
+        known = np.zeros(len(distinct), dtype=bool)  # in hash order
+        for level_hashes, level_values in levels:
+            pos = np.minimum(np.searchsorted(level_hashes, sorted_hashes),
+                             len(level_hashes) - 1)
+            hit = np.flatnonzero(level_hashes[pos] == sorted_hashes)
+            if len(hit):
+                same = pc.equal(level_values.take(pa.array(pos[hit])),
+                                distinct.take(pa.array(by_hash[hit])))
+                known[hit[np.asarray(pc.fill_null(same, False))]] = True
+        if known.any():
+            in_codes = np.zeros(len(distinct), dtype=bool)
+            in_codes[by_hash[known]] = True
+            seen_before = pa.array(in_codes).take(encoded.indices)
+            repeated = pc.or_(repeated, pc.fill_null(seen_before, False))
+        fresh = ~known
+        levels.append((sorted_hashes[fresh], distinct.take(pa.array(by_hash[fresh]))))
+        while len(levels) > 1 and len(levels[-2][0]) <= 2 * len(levels[-1][0]):
+            (h1, v1), (h2, v2) = levels.pop(), levels.pop()
+            merged = np.concatenate([h2, h1])
+            by_hash = np.argsort(merged, kind="stable")
+            levels.append((merged[by_hash], pa.concat_arrays([v2, v1]).take(pa.array(by_hash))))
         return pc.and_(repeated, pc.is_valid(arr))
 
 
