@@ -64,7 +64,7 @@ class SeenValues:
         if len(distinct) == 0:
             return pc.and_(repeated, pc.is_valid(arr))
         hashes = self._hash(distinct)
-        by_hash = np.argsort(hashes, kind="stable")  # sorted keys: searchsorted walks forward
+        by_hash = np.argsort(hashes)  # sorted keys: searchsorted walks forward
         sorted_hashes = hashes[by_hash]
         levels = self._levels.setdefault(rule, [])
         known = np.zeros(len(distinct), dtype=bool)  # in hash order
@@ -83,12 +83,24 @@ class SeenValues:
             repeated = pc.or_(repeated, pc.fill_null(seen_before, False))
         fresh = ~known
         levels.append((sorted_hashes[fresh], distinct.take(pa.array(by_hash[fresh]))))
-        while len(levels) > 1 and len(levels[-2][0]) <= 2 * len(levels[-1][0]):
-            (h1, v1), (h2, v2) = levels.pop(), levels.pop()
-            merged = np.concatenate([h2, h1])
-            by_hash = np.argsort(merged, kind="stable")
-            levels.append((merged[by_hash], pa.concat_arrays([v2, v1]).take(pa.array(by_hash))))
+        while len(levels) > 1 and len(levels[-2][0]) <= len(levels[-1][0]):
+            levels.append(_merge(levels.pop(-2), levels.pop()))
         return pc.and_(repeated, pc.is_valid(arr))
+
+
+def _merge(a: tuple[np.ndarray, pa.Array], b: tuple[np.ndarray, pa.Array]
+           ) -> tuple[np.ndarray, pa.Array]:
+    """Two levels (hashes sorted, values in the same order) as one, in linear time."""
+    (ha, va), (hb, vb) = a, b
+    # where each of b's hashes lands in the merged level; a's fill the other places
+    at_b = np.searchsorted(ha, hb, side="right") + np.arange(len(hb))
+    order = np.empty(len(ha) + len(hb), dtype=np.int64)
+    is_b = np.zeros(len(order), dtype=bool)
+    is_b[at_b] = True
+    order[at_b] = np.arange(len(ha), len(order))
+    order[~is_b] = np.arange(len(ha))
+    hashes = np.concatenate([ha, hb])[order]
+    return hashes, pa.concat_arrays([va, vb]).take(pa.array(order))
 
 
 def _cutoff(values: pa.ChunkedArray, age_secs: float, now: float) -> pa.Scalar:

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
@@ -125,3 +126,23 @@ def test_bad_rules_fail_at_load(rule, words):
 
 def test_parse_age():
     assert parse_age("90s") == 90 and parse_age("1.5h") == 5400 and parse_age("2w") == 1209600
+
+
+@pytest.mark.parametrize("kind", ["int", "text"])
+def test_unique_over_many_chunks_matches_a_plain_set(kind):
+    # many chunks of random values with repeats inside and across chunks: the sorted-hash
+    # levels (merged as they grow) must find exactly the repeats a plain set finds
+    rng = np.random.default_rng(7)
+    t = TableSpec.model_validate({"name": "t", "columns": [{"name": "v", "type": kind}],
+                                  "quality": [{"name": "u", "column": "v", "check": "unique"}]})
+    seen, expected_seen = SeenValues(), set()
+    for size in [5, 300, 1, 64, 1000, 7, 2000, 33, 0, 512, 4096, 3]:
+        values = [None if x < 20 else str(x) for x in rng.integers(0, 30_000, size)]
+        expected = []
+        for i, v in enumerate(values):
+            if v is not None and v in expected_seen:
+                expected.append(i)
+            if v is not None:
+                expected_seen.add(v)
+        got = failing_rows(t, pa.table({"v": pa.array(values, pa.string())}), seen)
+        assert got == expected
