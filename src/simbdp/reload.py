@@ -4,7 +4,9 @@ One :class:`Reloader` per serve polls the modification times of ``<home>/tenants
 once a second); on a change it calls :func:`load_platform` once and hands the new
 :class:`Platform` to every part through its ``apply(platform)``. Profiles are never read
 from globals: each part keeps the platform it was last given. ``platform.yaml`` is not
-reloaded (the new platform keeps the running config); changing it needs a restart.
+reloaded (the new platform keeps the running config: ports, sinks and workers are held by
+running parts); a change to it is logged (``platform_config_changed``, with the keys that
+differ and a restart hint), never silently ignored.
 """
 
 from __future__ import annotations
@@ -63,12 +65,18 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
     for p in entries:
         if p.suffix not in PROFILE_SUFFIXES:
             continue
-        try:
-            st = p.stat()
-        except OSError:  # removed meanwhile
-            continue
-        out[p.name] = (st.st_mtime_ns, st.st_size, st.st_ino)
+        stamp = _stamp(p)
+        if stamp is not None:  # else removed meanwhile
+            out[p.name] = stamp
     return out
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 class Reloader:
@@ -80,6 +88,7 @@ class Reloader:
         self._parts: list[Part] = []
         self._lock = threading.Lock()
         self._seen = snapshot(platform.config.tenants_dir)
+        self._platform_file = _stamp(platform.config.home / "platform.yaml")
 
     def attach(self, part: Part) -> None:
         """Hand ``part`` every later platform; one it missed meanwhile is applied now."""
@@ -90,6 +99,7 @@ class Reloader:
 
     def check(self, store: StateStore) -> Changes | None:
         """One poll: reload if a profile file changed; the changes, or None."""
+        self._check_platform_file()
         now = snapshot(self.platform.config.tenants_dir)
         if now == self._seen:
             return None
@@ -130,6 +140,27 @@ class Reloader:
             store.add_decision(t, None, "profile_broken",
                                     f"tenant {t!r} disabled: its profile did not load: "
                                     f"{reason}")
+
+    def _check_platform_file(self) -> None:
+        """Say when ``platform.yaml`` changed under a running serve: which keys, and that a
+        restart applies them."""
+        home = self.platform.config.home
+        stamp = _stamp(home / "platform.yaml")
+        if stamp == self._platform_file:
+            return
+        self._platform_file = stamp
+        try:
+            config = load_platform(home).config
+        except ConfigError as e:
+            self.log.error("platform_config_broken", reason=str(e),
+                           hint="the running serve keeps its settings; fix platform.yaml")
+            return
+        running = self.platform.config
+        keys = sorted(k for k in type(running).model_fields
+                      if getattr(config, k) != getattr(running, k))
+        if keys:
+            self.log.warning("platform_config_changed", keys=keys,
+                             hint="restart simbdp serve to apply platform.yaml")
 
     def run(self, stop: threading.Event, store: StateStore) -> None:
         """Poll until ``stop`` is set; ``store``: this thread's own connection."""

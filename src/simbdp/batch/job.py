@@ -73,7 +73,11 @@ class JobResult:
     content_key: str | None = None
     rows_in: int = 0
     rows_loaded: int = 0
+    #: of ``rows_loaded``, the rows that replaced a row with the same key (an upsert)
+    rows_updated: int = 0
     rows_rejected: int = 0
+    #: when the worker took the file (epoch seconds): accepted -> this is the queue wait
+    work_started_at: float | None = None
     read_secs: float = 0.0
     app_secs: float = 0.0
     write_secs: float = 0.0
@@ -153,7 +157,7 @@ def run_file_job(config: PlatformConfig, profile: TenantProfile, job: FileJob,
     ``warm`` lends open sinks, ensured tables and app runners kept from earlier files (a
     warm worker's); without it they are opened for this file and closed after it.
     """
-    result = JobResult(outcome="failed")
+    result = JobResult(outcome="failed", work_started_at=time.time())
     try:
         if warm is not None:
             _run(config, profile, job, result, warm)
@@ -171,7 +175,7 @@ def run_file_job(config: PlatformConfig, profile: TenantProfile, job: FileJob,
     except SimbdpError as e:
         result.outcome, result.reason, result.code = "failed", str(e), e.code
     if result.outcome != "processed":
-        result.rows_loaded = 0  # rolled back: nothing of the file is in the sink
+        result.rows_loaded = result.rows_updated = 0  # rolled back: nothing is in the sink
     return result
 
 
@@ -239,6 +243,8 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
         for sink_name, txn in list(txns.items()):
             txn.commit(LedgerEntry(tenant=tenant, key=key, source=name,
                                    ingestion_id=job.record_id, rows=loaded))
+            # each sink of the table holds the same rows: they agree on what was updated
+            result.rows_updated = max(result.rows_updated, txn.rows_updated)
             del txns[sink_name]
         result.write_secs += time.perf_counter() - t0
         _fault_point(config, "batch_after_commit")

@@ -120,9 +120,14 @@ class BatchIngestManager:
         old, self.platform = self.platform, new
         fresh = [p for t, p in new.tenants.items() if old.tenants.get(t) != p]
         for profile in fresh:
-            staging = prepare_tenant_dirs(self.config, profile.tenant_id)
+            tenant = profile.tenant_id
+            staging = prepare_tenant_dirs(self.config, tenant)
             if self._watcher is not None:
-                self._watcher.watch(profile.tenant_id, staging)
+                self._watcher.watch(tenant, staging)
+            if tenant not in old.tenants:  # back (or new): files a stopped manager left
+                left = [p for p in inflight_files(self.config, tenant) if p not in self._taken]
+                if left:
+                    self._orphans[tenant] = left
         try:
             self._ensure_tables(fresh)
         except Exception as e:  # a sink away: the files wait and fail or retry as usual
@@ -441,8 +446,9 @@ class BatchIngestManager:
                              "interruption; finished now")
             # the committed rows are the ledger's; what this attempt read loaded nothing
             result.rows_loaded = result.ledger_rows or 0
-        stats = {k: getattr(result, k) for k in ("rows_in", "rows_loaded", "rows_rejected",
-                                                 "read_secs", "app_secs", "write_secs")}
+        stats = {k: getattr(result, k) for k in ("rows_in", "rows_loaded", "rows_updated",
+                                                 "rows_rejected", "read_secs", "app_secs",
+                                                 "write_secs")}
         if outcome == "waiting":
             if self._wait_out(job, result):
                 return
@@ -484,6 +490,7 @@ class BatchIngestManager:
         self.store.finish_record(job.record_id, outcome, reason=result.reason,
                                  content_key=result.content_key, sandbox=result.sandbox,
                                  decompressed_bytes=decompressed,
+                                 work_started_at=result.work_started_at,
                                  quality=quality_json(result.quality), **stats)
         log = self.log.info if outcome == "processed" else self.log.warning
         log(outcome, tenant=tenant, file=path.name, record=job.record_id,

@@ -167,8 +167,8 @@ def check_regular(tenant: str, path: Path) -> int:
 #: every ``.reason.json`` has these fields (null when they do not apply): ``outcome`` is the
 #: folder, ``result`` the record's outcome (a duplicate goes to ``rejected/``)
 REASON_FIELDS = ("tenant", "file", "outcome", "result", "reason", "code", "record",
-                 "content_key", "rows_in", "rows_loaded", "rows_rejected", "read_secs",
-                 "app_secs", "write_secs", "rejected_rows_file", "quality")
+                 "content_key", "rows_in", "rows_loaded", "rows_updated", "rows_rejected",
+                 "read_secs", "app_secs", "write_secs", "rejected_rows_file", "quality")
 
 
 def move_to_outcome(config: PlatformConfig, tenant: str, path: Path, outcome: str,

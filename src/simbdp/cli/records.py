@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from simbdp.cli.common import EXIT_USAGE, console, err_console, load
-from simbdp.observe.report import outside_stages_secs, work_secs
+from simbdp.observe.report import queue_secs, work_secs
 from simbdp.profiles.models import PlatformConfig
 from simbdp.quality import QualityStats
 from simbdp.state import StateStore
@@ -83,9 +83,9 @@ def show(record_id: str = typer.Argument(..., help="the record id (from the API,
         ("total s", f"{total:.3f} (accepted -> done)"),
         ("work s", f"{work_secs(rec):.3f} = read {rec['read_secs']:.3f} + app "
                    f"{rec['app_secs']:.3f} + write {rec['write_secs']:.3f}"),
-        ("queued s", f"{outside_stages_secs(rec):.3f} (total minus work: queue wait, worker "
-                     "start, hashing)"),
-        ("rows", f"{rec['rows_in']:,} in, {rec['rows_loaded']:,} loaded, "
+        ("queued s", f"{queue_secs(rec):.3f} (accepted -> taken by a worker)"),
+        ("rows", f"{rec['rows_in']:,} in, {rec['rows_loaded']:,} loaded "
+                 f"({rec.get('rows_updated') or 0:,} of them updated a row with the same key), "
                  f"{rec['rows_rejected']:,} rejected"),
     ]
     if rec["kind"] != "batch":

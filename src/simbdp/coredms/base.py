@@ -32,7 +32,13 @@ class LedgerEntry:
 
 
 class SinkTransaction(Protocol):
-    """One open transaction of one tenant on one sink."""
+    """One open transaction of one tenant on one sink.
+
+    ``rows_updated`` counts the rows written that replaced a row with the same key already in
+    the table (an upsert that updated, not inserted); known once :meth:`commit` returns.
+    """
+
+    rows_updated: int
 
     def write(self, table: TableSpec, data: pa.Table | pa.RecordBatch) -> None:
         """Append (or upsert, when the table has a primary key) rows already cast to

@@ -62,6 +62,7 @@ class DeltaTransaction:
         self._sink, self._profile = sink, profile
         self._specs: dict[str, TableSpec] = {}
         self._parts: dict[str, list[pa.Table]] = {}
+        self.rows_updated = 0
 
     def write(self, table: TableSpec, data: pa.Table | pa.RecordBatch) -> None:
         part = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
@@ -110,7 +111,8 @@ class DeltaTransaction:
         spec = self._specs[name]
         data = pa.concat_tables(self._parts[name]).combine_chunks()
         if spec.primary_key:
-            sink.upsert(profile, spec, dedupe_last(data, spec.primary_key), entry)
+            self.rows_updated += sink.upsert(profile, spec, dedupe_last(data, spec.primary_key),
+                                             entry)
         else:
             sink.append(profile, name, data, entry)
         return True
@@ -179,18 +181,20 @@ class DeltaSink:
                                   f"failed: {e}") from e
 
     def upsert(self, profile: TenantProfile, spec: TableSpec, data: pa.Table,
-               entry: LedgerEntry) -> None:
+               entry: LedgerEntry) -> int:
+        """Merge ``data`` by key in one commit; returns the rows that updated a row."""
         on = " AND ".join(f"s.{k} = t.{k}" for k in spec.primary_key)
         try:
-            (self.open_table(profile, spec.name)
-             .merge(data, on, source_alias="s", target_alias="t",
-                    commit_properties=self._commit_properties(entry))
-             .when_matched_update_all().when_not_matched_insert_all().execute())
+            metrics = (self.open_table(profile, spec.name)
+                       .merge(data, on, source_alias="s", target_alias="t",
+                              commit_properties=self._commit_properties(entry))
+                       .when_matched_update_all().when_not_matched_insert_all().execute())
         except SchemaMismatchError as e:
             raise SchemaError(f"tenant {profile.tenant_id!r}: table {spec.name!r}: {e}") from e
         except (DeltaError, OSError) as e:
             raise SinkUnavailable(f"tenant {profile.tenant_id!r}: delta merge into "
                                   f"{spec.name!r} failed: {e}") from e
+        return int(metrics.get("num_target_rows_updated", 0))
 
     # the Sink contract ------------------------------------------------------------------------
     def ensure_tables(self, profile: TenantProfile) -> None:

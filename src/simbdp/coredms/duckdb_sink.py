@@ -78,6 +78,7 @@ class DuckDBTransaction:
         self._append_mb = append_memory_limit_mb
         #: on a held session: commit and rollback leave the connection and the lock open
         self._held = held
+        self.rows_updated = 0
         con.begin()
 
     def _insert(self, table: TableSpec, source: str, verb: str = "INSERT INTO") -> None:
@@ -93,10 +94,20 @@ class DuckDBTransaction:
     def write(self, table: TableSpec, data: pa.Table | pa.RecordBatch) -> None:
         self._con.register("__simbdp_batch", data)
         try:
+            if table.primary_key:
+                self.rows_updated += self._existing_keys(table, "__simbdp_batch")
             self._insert(table, "__simbdp_batch",
                          "INSERT OR REPLACE INTO" if table.primary_key else "INSERT INTO")
         finally:
             self._con.unregister("__simbdp_batch")
+
+    def _existing_keys(self, table: TableSpec, source: str) -> int:
+        """How many rows of ``source`` (keys unique in it) have their key in the table."""
+        on = " AND ".join(f"t.{qi(k)} = s.{qi(k)}" for k in table.primary_key)
+        row = self._con.execute(
+            f"SELECT count(*) FROM {source} s WHERE EXISTS "
+            f"(SELECT 1 FROM {qualified(self._schema, table.name)} t WHERE {on})").fetchone()
+        return int(row[0]) if row else 0
 
     def write_stream(self, table: TableSpec, reader: pa.RecordBatchReader) -> None:
         """Append a whole stream of batches in one statement. DuckDB keeps the Arrow buffers
@@ -164,6 +175,7 @@ class DuckDBTransaction:
         self._close()
 
     def rollback(self) -> None:
+        self.rows_updated = 0
         if self._con is not None:
             with suppress(duckdb.Error):
                 self._con.rollback()

@@ -61,16 +61,14 @@ def _for_copy(data: pa.Table | pa.RecordBatch) -> pa.Table:
 class PostgresTransaction:
     """One tenant's open transaction on the sink's connection.
 
-    ``rows_inserted`` and ``rows_updated`` count what the writes of this transaction did to
-    the tenant's tables: an upsert that meets a key already there updates that row (counted
-    once, as updated), so the two add up to the rows written, not to the table's growth plus
-    duplicates. A rollback sets both back to 0.
+    ``rows_updated`` counts the rows of this transaction's upserts that met a key already in
+    the table (updated, not inserted). A rollback sets it back to 0.
     """
 
     def __init__(self, conn: psycopg.Connection[Any], profile: TenantProfile):
         self._conn, self._schema, self._tenant = conn, profile.schema_name, profile.tenant_id
         self._stages: set[str] = set()
-        self.rows_inserted = self.rows_updated = 0
+        self.rows_updated = 0
 
     def _copy(self, target: str, cols: list[str], data: pa.Table | pa.RecordBatchReader
               ) -> int:
@@ -103,8 +101,7 @@ class PostgresTransaction:
                 self.write(table, batch)
             return
         try:
-            self.rows_inserted += self._copy(qualified(self._schema, table.name),
-                                             table.column_names, reader)
+            self._copy(qualified(self._schema, table.name), table.column_names, reader)
         except psycopg.errors.UniqueViolation as e:
             self.rollback()
             raise KeyConflict(f"tenant {self._tenant!r}: table {table.name!r}: "
@@ -125,7 +122,7 @@ class PostgresTransaction:
         target = qualified(self._schema, table.name)
         try:
             if not _staged(table):
-                self.rows_inserted += self._copy(target, cols, _for_copy(data))
+                self._copy(target, cols, _for_copy(data))
                 return
             rows = _for_copy(data)
             stage = qi(f"_simbdp_stage_{table.name}")
@@ -146,13 +143,11 @@ class PostgresTransaction:
                                                      else "DO NOTHING")
                 # xmax is 0 in a row this statement inserted, set in one it updated
                 sql = (f"WITH w AS ({sql} RETURNING (xmax = 0) AS inserted) SELECT "
-                       "count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
-                       "FROM w")
-                inserted, updated = self._conn.execute(sql).fetchone() or (0, 0)
-                self.rows_inserted += inserted
-                self.rows_updated += updated
+                       "count(*) FILTER (WHERE NOT inserted) FROM w")
+                row = self._conn.execute(sql).fetchone()
+                self.rows_updated += row[0] if row else 0
             else:
-                self.rows_inserted += self._conn.execute(sql).rowcount
+                self._conn.execute(sql)
             self._conn.execute(f"TRUNCATE {stage}")
         except psycopg.Error as e:
             raise self._write_failed(table, e) from e
@@ -202,7 +197,7 @@ class PostgresTransaction:
                                   ) from e
 
     def rollback(self) -> None:
-        self.rows_inserted = self.rows_updated = 0
+        self.rows_updated = 0
         with contextlib.suppress(psycopg.Error):
             self._conn.rollback()
 

@@ -11,7 +11,7 @@ from simbdp.quality import QualityStats
 from simbdp.state import StateStore
 from simbdp.units import mib
 
-__all__ = ["BatchSummary", "StreamSummary", "batch_summary", "outside_stages_secs",
+__all__ = ["BatchSummary", "StreamSummary", "batch_summary", "queue_secs",
            "stream_summary", "unconfined_runs", "work_secs"]
 
 
@@ -27,14 +27,16 @@ class BatchSummary:
     #: bytes read after decompression (the file's size where nothing was compressed)
     decompressed_bytes: int = 0
     rows_loaded: int = 0
+    #: of the rows loaded, those that replaced a row with the same key (upserts)
+    rows_updated: int = 0
     rows_rejected: int = 0
     #: accepted -> done (queue wait included), mean and p95 over processed files
     mean_secs: float = 0.0
     p95_secs: float = 0.0
     #: read + app + write time, mean over processed files
     work_mean_secs: float = 0.0
-    #: accepted -> done minus read + app + write, mean: see :func:`outside_stages_secs`
-    outside_mean_secs: float = 0.0
+    #: accepted -> taken by a worker, mean: see :func:`queue_secs`
+    queue_mean_secs: float = 0.0
     #: MiB read (decompressed) per second of read + app + write time
     mib_per_sec: float = 0.0
     #: quality, summed over the files (those rejected for their pass rate too)
@@ -47,10 +49,11 @@ def work_secs(record: dict[str, Any]) -> float:
     return float(record["read_secs"] + record["app_secs"] + record["write_secs"])
 
 
-def outside_stages_secs(record: dict[str, Any]) -> float:
-    """Accepted -> done minus read + app + write: mostly the wait in the queue, plus the
-    worker's start, hashing and moving the file. The records have no start-of-work time, so
-    this is derived; as the stages overlap, the queue wait is at least this."""
+def queue_secs(record: dict[str, Any]) -> float:
+    """Accepted -> taken by a worker: the wait in the tenant's queue (measured; records of
+    releases before ``work_started_at`` give accepted -> done minus the work instead)."""
+    if record.get("work_started_at") is not None:
+        return max(0.0, record["work_started_at"] - record["started_at"])
     total = (record["ended_at"] or record["started_at"]) - record["started_at"]
     return max(0.0, total - work_secs(record))
 
@@ -83,7 +86,7 @@ def _p(values: list[float], q: float) -> float:
 def batch_summary(store: StateStore, tenant: str | None = None,
                   since: float | None = None) -> list[BatchSummary]:
     """Files accepted / rejected / failed / waiting (for a sink), bytes (as sent and as read),
-    rows, time (accepted -> done, at work, outside the stages), MiB/s (of the bytes read, per
+    rows, time (accepted -> done, at work, queued), MiB/s (of the bytes read, per
     second at work) per tenant."""
     recs = store.records(tenant, kind="batch", since=since, limit=10_000_000)
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -94,7 +97,7 @@ def batch_summary(store: StateStore, tenant: str | None = None,
         s = BatchSummary(tenant=t)
         secs: list[float] = []
         work: list[float] = []
-        outside: list[float] = []
+        queued: list[float] = []
         for r in by[t]:
             o = r["outcome"]
             if o == "processed":
@@ -103,7 +106,7 @@ def batch_summary(store: StateStore, tenant: str | None = None,
                 s.decompressed_bytes += r.get("decompressed_bytes") or r["bytes"]
                 secs.append((r["ended_at"] or r["started_at"]) - r["started_at"])
                 work.append(work_secs(r))
-                outside.append(outside_stages_secs(r))
+                queued.append(queue_secs(r))
             elif o == "rejected":
                 s.rejected += 1
             elif o == "failed":
@@ -113,6 +116,7 @@ def batch_summary(store: StateStore, tenant: str | None = None,
             elif o == "waiting":
                 s.waiting += 1
             s.rows_loaded += r["rows_loaded"]
+            s.rows_updated += r.get("rows_updated") or 0
             s.rows_rejected += r["rows_rejected"]
             if r.get("quality"):
                 s.quality.add(QualityStats.from_dict(r["quality"]))
@@ -120,7 +124,7 @@ def batch_summary(store: StateStore, tenant: str | None = None,
             s.mean_secs = statistics.fmean(secs)
             s.p95_secs = _p(secs, 95)
             s.work_mean_secs = statistics.fmean(work)
-            s.outside_mean_secs = statistics.fmean(outside)
+            s.queue_mean_secs = statistics.fmean(queued)
             busy = sum(work)
             s.mib_per_sec = mib(s.decompressed_bytes) / busy if busy > 0 else 0.0
         out.append(s)

@@ -25,8 +25,7 @@ CREATE TABLE IF NOT EXISTS ingestions (
     attempt INTEGER NOT NULL DEFAULT 1,
     quota_day TEXT,
     sandbox TEXT,
-    decompressed_bytes BIGINT,
-    quality TEXT
+    decompressed_bytes BIGINT
 );
 CREATE INDEX IF NOT EXISTS ingestions_tenant_started ON ingestions (tenant, started_at);
 CREATE INDEX IF NOT EXISTS ingestions_outcome ON ingestions (outcome);
@@ -53,8 +52,7 @@ CREATE TABLE IF NOT EXISTS stream_reports (
     latency_mean_ms DOUBLE PRECISION,
     latency_p99_ms DOUBLE PRECISION,
     backlog BIGINT NOT NULL,
-    sandbox TEXT,
-    quality TEXT
+    sandbox TEXT
 );
 CREATE INDEX IF NOT EXISTS stream_reports_tenant ON stream_reports (tenant, app, window_end);
 CREATE TABLE IF NOT EXISTS decisions (
@@ -88,5 +86,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 #: (table, column, type) added after a table was first released
 ADDED_COLUMNS = [("ingestions", "sandbox", "TEXT"), ("stream_reports", "sandbox", "TEXT"),
                  ("ingestions", "decompressed_bytes", "BIGINT"),
+                 ("ingestions", "rows_updated", "BIGINT NOT NULL DEFAULT 0"),
+                 ("ingestions", "work_started_at", "DOUBLE PRECISION"),
                  # quality metadata, JSON: see simbdp.quality.stats
                  ("ingestions", "quality", "TEXT"), ("stream_reports", "quality", "TEXT")]

@@ -37,7 +37,8 @@ _RECORD_FIELDS = (
     "id", "tenant", "kind", "source", "app", "content_key", "bytes", "rows_in", "rows_loaded",
     "rows_rejected", "messages", "started_at", "ended_at", "read_secs", "app_secs",
     "write_secs", "latency_p50_ms", "latency_p99_ms", "outcome", "reason", "attempt",
-    "quota_day", "sandbox", "decompressed_bytes", "quality",
+    "quota_day", "sandbox", "decompressed_bytes", "rows_updated", "work_started_at",
+    "quality",
 )
 
 

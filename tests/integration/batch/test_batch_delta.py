@@ -77,3 +77,17 @@ def test_crash_between_data_and_ledger_commits_then_retry_loads_once(make_env, c
         assert env.count("acme", sink="lake") == 1000  # the retry skipped the data commit
     finally:
         manager.close()
+
+
+def test_keyed_delta_table_merges_and_counts_the_rows_it_updated(make_env, tmp_path):
+    table = {**REDDIT_TABLE, "sinks": ["lake"], "primary_key": ["subreddit", "id"]}
+    env = make_env([tenant_profile("acme", tables=[table])], stable_secs=0.0,
+                   sinks={"lake": {"kind": "delta", "path": str(tmp_path / "lake")}})
+    header = "created_utc,ups,subreddit,id,author,score,body\n"
+    drop(env.staging("acme") / "a.csv", (header + "1,10,r,a,x,1,b\n1,20,r,b,x,1,b\n").encode())
+    [a] = env.ingest("acme", "a.csv")
+    drop(env.staging("acme") / "b.csv", (header + "2,21,r,b,x,1,b\n2,30,r,c,x,1,b\n").encode())
+    [b] = env.ingest("acme", "b.csv")
+    assert (a["outcome"], a["rows_loaded"], a["rows_updated"]) == ("processed", 2, 0)
+    assert (b["outcome"], b["rows_loaded"], b["rows_updated"]) == ("processed", 2, 1), b
+    assert env.count("acme", sink="lake") == 3

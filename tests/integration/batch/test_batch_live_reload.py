@@ -160,3 +160,28 @@ def test_disabled_tenant_files_stay_in_staging_until_enabled_again(served, comme
     served.write(tenant_profile("beta"))
     assert _wait(lambda: served.decided("beta", "profile_changed"))
     assert _wait(lambda: served.outcome("beta", "b.csv")) == "processed"
+
+
+def test_files_left_in_flight_of_a_tenant_that_comes_back_are_ingested(served, comments):
+    from simbdp.batch.staging import claim, prepare_tenant_dirs
+
+    # a manager stopped while beta's file was in flight; beta was then removed: its file waits
+    prepare_tenant_dirs(served.config, "beta")
+    staged = drop(served.config.staging_dir("beta") / "left.csv", comments(30))
+    claim(served.config, "beta", staged)
+    time.sleep(0.5)
+    assert served.outcome("beta", "left.csv") is None
+
+    served.write(tenant_profile("beta"))
+    assert _wait(lambda: served.outcome("beta", "left.csv")) == "processed"
+
+
+def test_a_changed_platform_yaml_is_logged_with_its_keys_and_a_restart_hint(served):
+    path = served.config.home / "platform.yaml"
+    settings = yaml.safe_load(path.read_text()) if path.exists() else {}
+    path.write_text(yaml.safe_dump({**settings, "workers": 7}))
+    [line] = _wait(lambda: served.logged("platform_config_changed"))
+    assert line["keys"] == ["workers"] and "restart" in line["hint"]
+    path.write_text("api: [\n")
+    [broken] = _wait(lambda: served.logged("platform_config_broken"))
+    assert "platform.yaml" in broken["reason"]

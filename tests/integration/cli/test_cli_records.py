@@ -35,7 +35,10 @@ def test_records_show_prints_timings_rows_files_and_reason(tmp_path):
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())
     processed = home / "data" / "acme" / "processed"
-    for words in ("outcome │ processed", "200 in, 200 loaded, 0 rejected", "work s",
+    rec = done["comments.csv"]
+    assert rec["started_at"] <= rec["work_started_at"] <= rec["ended_at"]  # measured wait
+    for words in ("outcome │ processed", "200 in, 200 loaded (0 of them updated a row with "
+                  "the same key), 0 rejected", "work s",
                   "queued s", "accepted at", "no rule failed",
                   str(processed / "comments.csv"),
                   str(processed / "comments.csv.reason.json")):

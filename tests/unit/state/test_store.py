@@ -86,8 +86,13 @@ def test_report_separates_queue_wait_from_work(tmp_path):
     store = StateStore.open(PlatformConfig(home=tmp_path))
     a = store.start_record("t", "batch", "a.parquet", bytes=1000)
     store.finish_record(a, "processed", read_secs=0.27, app_secs=0.0, write_secs=1.0)
-    store.db.execute("UPDATE ingestions SET ended_at = started_at + 6.32 WHERE id = ?", [a])
+    store.db.execute("UPDATE ingestions SET ended_at = started_at + 6.32, "
+                     "work_started_at = started_at + 4.9 WHERE id = ?", [a])
     [s] = batch_summary(store, "t")
     assert s.mean_secs == pytest.approx(6.32)
     assert s.work_mean_secs == pytest.approx(1.27)
-    assert s.outside_mean_secs == pytest.approx(5.05)
+    assert s.queue_mean_secs == pytest.approx(4.9)  # measured: accepted -> taken by a worker
+    # a record of an older release has no work_started_at: the wait is derived
+    store.db.execute("UPDATE ingestions SET work_started_at = NULL WHERE id = ?", [a])
+    [s] = batch_summary(store, "t")
+    assert s.queue_mean_secs == pytest.approx(5.05)
