@@ -22,18 +22,94 @@ from simbdp.profiles.models import QualityRule
 __all__ = ["SeenValues", "rule_fails"]
 
 
+class _Seen:
+    """One rule's values: each chunk's distinct values as they came (``chunks``, numbered
+    one after the other from 0), and a hash set of them: an open-addressing table (linear
+    probing) of 64-bit hashes and value numbers, in NumPy arrays, probed for a whole chunk at
+    once, one round per probe step, so no Python runs per value."""
+
+    def __init__(self) -> None:
+        self.chunks: list[pa.Array] = []
+        self.starts: list[int] = []
+        self.total = 0
+        self.keys = np.zeros(1024, dtype=np.uint64)  # 0: an empty slot
+        self.numbers = np.zeros(1024, dtype=np.int64)
+        self.count = 0
+
+    def find(self, hashes: np.ndarray) -> np.ndarray:
+        """The number of the value with each hash, or -1."""
+        mask = np.uint64(len(self.keys) - 1)
+        slot = (hashes & mask).astype(np.int64)
+        found = np.full(len(hashes), -1, dtype=np.int64)
+        pending = np.arange(len(hashes))
+        while len(pending):
+            at = slot[pending]
+            keys = self.keys[at]
+            match = keys == hashes[pending]
+            found[pending[match]] = self.numbers[at[match]]
+            pending = pending[~match & (keys != 0)]
+            slot[pending] = (slot[pending] + 1) & int(mask)
+        return found
+
+    def insert(self, hashes: np.ndarray, numbers: np.ndarray) -> None:
+        if 2 * (self.count + len(hashes)) > len(self.keys):  # keep the table half empty
+            size = 1 << int(4 * (self.count + len(hashes))).bit_length()
+            used = self.keys != 0
+            old_keys, old_numbers = self.keys[used], self.numbers[used]
+            self.keys = np.zeros(size, dtype=np.uint64)
+            self.numbers = np.zeros(size, dtype=np.int64)
+            self.count = 0
+            self._place(old_keys, old_numbers)
+        self._place(hashes, numbers)
+
+    def _place(self, hashes: np.ndarray, numbers: np.ndarray) -> None:
+        mask = len(self.keys) - 1
+        slot = (hashes & np.uint64(mask)).astype(np.int64)
+        pending = np.arange(len(hashes))
+        while len(pending):
+            at = slot[pending]
+            free = self.keys[at] == 0
+            mine, where = pending[free], at[free]
+            # several may race for one free slot: the last write wins it, the others probe on
+            self.keys[where], self.numbers[where] = hashes[mine], numbers[mine]
+            won = np.zeros(len(pending), dtype=bool)
+            won[np.flatnonzero(free)[self.numbers[where] == numbers[mine]]] = True
+            pending = pending[~won]
+            slot[pending] = (slot[pending] + 1) & mask
+        self.count += len(hashes)
+
+    def same(self, numbers: np.ndarray, candidates: pa.Array) -> np.ndarray:
+        """Whether the values numbered ``numbers`` equal ``candidates``, one by one."""
+        which = np.searchsorted(np.asarray(self.starts), numbers, side="right") - 1
+        out = np.zeros(len(numbers), dtype=bool)
+        for c in np.unique(which):  # one take per chunk holding a hit
+            at = np.flatnonzero(which == c)
+            eq = pc.equal(self.chunks[c].take(pa.array(numbers[at] - self.starts[c])),
+                          candidates.take(pa.array(at)))
+            out[at] = np.asarray(pc.fill_null(eq, False))
+        return out
+
+    def add(self, values: pa.Array, hashes: np.ndarray, positions: np.ndarray) -> None:
+        """Remember ``values`` (a chunk's distinct ones); those at ``positions`` (with
+        ``hashes``) go into the hash set."""
+        self.chunks.append(values)
+        self.starts.append(self.total)
+        self.insert(hashes, positions + self.total)
+        self.total += len(values)
+
+
 class SeenValues:
     """Distinct values of each ``unique`` rule met so far in one file (or micro-batch).
 
-    Kept per rule as levels of an LSM: each level holds values sorted by a 64-bit hash
-    (DuckDB's ``hash``) beside the hashes as a NumPy array; a chunk's distinct values are
-    looked up in every level with a binary search (``searchsorted``), and a hash found is
-    confirmed by comparing the values themselves. Levels of like size are merged, so a file
-    of n rows costs about n log n, not n squared as a lookup over every value seen would.
+    A chunk's distinct values are hashed (DuckDB's 64-bit ``hash``) and looked up in a hash
+    set of the values seen before (:class:`_Seen`); a hash found is confirmed by comparing
+    the values themselves. Linear in the rows of the file; memory: the distinct values, plus
+    32 bytes each for the table. Two different values with one hash (about one in 10^7 for a
+    file of 10^6 distinct values) can let a later repeat of the second one pass.
     """
 
     def __init__(self) -> None:
-        self._levels: dict[str, list[tuple[np.ndarray, pa.Array]]] = {}
+        self._rules: dict[str, _Seen] = {}
         self._con: duckdb.DuckDBPyConnection | None = None
 
     def close(self) -> None:
@@ -45,8 +121,10 @@ class SeenValues:
         if self._con is None:
             self._con = duckdb.connect(config={"threads": 1})
         src = pa.table({"v": values})  # noqa: F841  (read by DuckDB's replacement scan)
-        return self._con.sql("SELECT hash(v) AS h FROM src").fetchnumpy()["h"] \
+        hashes = self._con.sql("SELECT hash(v) AS h FROM src").fetchnumpy()["h"] \
             .astype(np.uint64, copy=False)
+        hashes[hashes == 0] = 1  # 0 marks an empty slot
+        return hashes
 
     def repeats(self, rule: str, values: pa.ChunkedArray | pa.Array) -> pa.Array:
         """Mask of the rows whose value appeared on an earlier row (of this chunk or of an
@@ -64,43 +142,17 @@ class SeenValues:
         if len(distinct) == 0:
             return pc.and_(repeated, pc.is_valid(arr))
         hashes = self._hash(distinct)
-        by_hash = np.argsort(hashes)  # sorted keys: searchsorted walks forward
-        sorted_hashes = hashes[by_hash]
-        levels = self._levels.setdefault(rule, [])
-        known = np.zeros(len(distinct), dtype=bool)  # in hash order
-        for level_hashes, level_values in levels:
-            pos = np.minimum(np.searchsorted(level_hashes, sorted_hashes),
-                             len(level_hashes) - 1)
-            hit = np.flatnonzero(level_hashes[pos] == sorted_hashes)
-            if len(hit):
-                same = pc.equal(level_values.take(pa.array(pos[hit])),
-                                distinct.take(pa.array(by_hash[hit])))
-                known[hit[np.asarray(pc.fill_null(same, False))]] = True
-        if known.any():
-            in_codes = np.zeros(len(distinct), dtype=bool)
-            in_codes[by_hash[known]] = True
-            seen_before = pa.array(in_codes).take(encoded.indices)
+        seen = self._rules.setdefault(rule, _Seen())
+        found = seen.find(hashes)
+        hit = np.flatnonzero(found >= 0)
+        known = np.zeros(len(distinct), dtype=bool)
+        if len(hit):
+            known[hit[seen.same(found[hit], distinct.take(pa.array(hit)))]] = True
+            seen_before = pa.array(known).take(encoded.indices)
             repeated = pc.or_(repeated, pc.fill_null(seen_before, False))
-        fresh = ~known
-        levels.append((sorted_hashes[fresh], distinct.take(pa.array(by_hash[fresh]))))
-        while len(levels) > 1 and len(levels[-2][0]) <= len(levels[-1][0]):
-            levels.append(_merge(levels.pop(-2), levels.pop()))
+        fresh = np.flatnonzero(~known)
+        seen.add(distinct, hashes[fresh], fresh)
         return pc.and_(repeated, pc.is_valid(arr))
-
-
-def _merge(a: tuple[np.ndarray, pa.Array], b: tuple[np.ndarray, pa.Array]
-           ) -> tuple[np.ndarray, pa.Array]:
-    """Two levels (hashes sorted, values in the same order) as one, in linear time."""
-    (ha, va), (hb, vb) = a, b
-    # where each of b's hashes lands in the merged level; a's fill the other places
-    at_b = np.searchsorted(ha, hb, side="right") + np.arange(len(hb))
-    order = np.empty(len(ha) + len(hb), dtype=np.int64)
-    is_b = np.zeros(len(order), dtype=bool)
-    is_b[at_b] = True
-    order[at_b] = np.arange(len(ha), len(order))
-    order[~is_b] = np.arange(len(ha))
-    hashes = np.concatenate([ha, hb])[order]
-    return hashes, pa.concat_arrays([va, vb]).take(pa.array(order))
 
 
 def _cutoff(values: pa.ChunkedArray, age_secs: float, now: float) -> pa.Scalar:

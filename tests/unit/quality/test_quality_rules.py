@@ -146,3 +146,17 @@ def test_unique_over_many_chunks_matches_a_plain_set(kind):
                 expected_seen.add(v)
         got = failing_rows(t, pa.table({"v": pa.array(values, pa.string())}), seen)
         assert got == expected
+
+
+def test_unique_when_every_hash_lands_in_the_same_slot(monkeypatch):
+    # hashes whose low bits are all zero start probing at one slot: races for free slots
+    # and long probe runs must still place and find every value
+    real = SeenValues._hash
+    monkeypatch.setattr(SeenValues, "_hash",
+                        lambda self, values: real(self, values) << np.uint64(24))
+    t = TableSpec.model_validate({"name": "t", "columns": [{"name": "v", "type": "int"}],
+                                  "quality": [{"name": "u", "column": "v", "check": "unique"}]})
+    seen = SeenValues()
+    assert failing_rows(t, pa.table({"v": [str(i) for i in range(600)]}), seen) == []
+    again = [str(i) for i in range(590, 1200)]  # 590..599 seen in the chunk before
+    assert failing_rows(t, pa.table({"v": again}), seen) == list(range(10))
