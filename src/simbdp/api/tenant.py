@@ -80,6 +80,16 @@ def records(p: TenantProfile = Depends(tenant_of), svc: Services = Depends(servi
     return rows
 
 
+@router.get("/stream-reports")
+def stream_reports(p: TenantProfile = Depends(tenant_of), svc: Services = Depends(services),
+                   app: str | None = None,
+                   since: float | None = Query(None, description="epoch seconds"),
+                   limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+    """The tenant's stream reports (one instance's window of micro-batches: messages, rows,
+    latency, quality), newest first."""
+    return svc.store.stream_reports(p.tenant_id, app=app, since=since, limit=limit)
+
+
 @router.put("/files/{name}", status_code=202, response_model=UploadResult)
 async def upload(name: str, request: Request, p: TenantProfile = Depends(tenant_of),
                  svc: Services = Depends(services),

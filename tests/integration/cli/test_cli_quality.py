@@ -48,7 +48,7 @@ def csv_of(n: int, bad: dict[int, str]) -> bytes:
 def ingested(tmp_path: Path) -> tuple[Path, Platform, StateStore, dict[str, Any]]:
     """A home where one file of 200 rows was ingested: 4 fail rules, 1 fails its type."""
     home = tmp_path / "home"
-    platform = make_platform(home, [tenant_profile("acme", table=TABLE)])
+    platform = make_platform(home, [tenant_profile("acme", table=TABLE), tenant_profile("beta")])
     store = StateStore.open(platform.config)
     drop(platform.config.staging_dir("acme") / "orders.csv",
          csv_of(200, {3: "4,1,ok", 7: "7,-5,ok", 8: "8,-1,ok", 9: "9,1,x", 10: "10,lots,ok"}))
@@ -111,3 +111,23 @@ def test_records_api_and_operator_report_carry_the_quality(ingested):
     # stored as JSON text, read back as an object
     raw = store.db.query("SELECT quality FROM ingestions WHERE id = ?", [rec["id"]])
     assert json.loads(raw[0]["quality"]) == q
+
+
+def test_tenant_reads_its_stream_reports_with_their_quality(ingested):
+    _, platform, store, _ = ingested
+    for tenant in ("acme", "beta"):
+        store.add_stream_report({
+            "tenant": tenant, "app": "ev", "instance": "i1", "window_start": time.time() - 5,
+            "window_end": time.time(), "messages": 10, "bytes": 100, "rows_loaded": 9,
+            "rows_rejected": 1, "backlog": 0,
+            "quality": {"rows_checked": 10, "rows_passed": 9, "rows_failed_schema": 0,
+                        "failed": {"pos": 1}, "pass_rate": 0.9}})
+    client = TestClient(create_app(platform, store))
+    acme = {"Authorization": f"Bearer {create_key(store, 'acme')}"}
+    [report] = client.get("/v1/tenants/acme/stream-reports", headers=acme).json()
+    assert report["tenant"] == "acme" and report["quality"]["failed"] == {"pos": 1}
+    assert client.get("/v1/tenants/acme/stream-reports?app=other", headers=acme).json() == []
+    assert client.get("/v1/tenants/beta/stream-reports", headers=acme).status_code == 404
+    beta = {"Authorization": f"Bearer {create_key(store, 'beta')}"}
+    [theirs] = client.get("/v1/tenants/beta/stream-reports", headers=beta).json()
+    assert theirs["tenant"] == "beta"
