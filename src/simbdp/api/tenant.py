@@ -232,7 +232,7 @@ def rows(table: str, request: Request, limit: int = Query(100, ge=1, le=10_000),
     on its columns."""
     from simbdp.coredms.base import open_sink
 
-    spec = next((t for t in p.tables if t.name == table), None)
+    spec = next((t for t in p.sink_tables() if t.name == table), None)
     if spec is None:
         raise ApiError(404, "not_found", f"no table {table!r} for this tenant")
     where = {k: v for k, v in request.query_params.items() if k != "limit"}

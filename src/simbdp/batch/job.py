@@ -40,6 +40,7 @@ from simbdp.quality import (
     conform,
     dedupe_last,
     pass_rate_breach,
+    quarantine_rows,
     write_rejected,
 )
 
@@ -215,13 +216,14 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
         rejected_file = config.tenant_dir(tenant) / "rejected-rows" / f"{job.record_id}-{name}.csv"
         # one table in one sink that takes a stream: the whole file in one statement
         streamed = len(txns) == len(tables) == 1 and all(
-            hasattr(t, "write_stream") for t in txns.values())
+            hasattr(t, "write_stream") for t in txns.values()) and not any(
+            t.quarantine for t in tables.values())  # its rows go to a second table
         # PostgreSQL text cannot hold a NUL byte: those rows are rejected, not the file
         refuse_nul = frozenset(t for t, spec in tables.items()
                                if any(config.sinks[s].kind == "postgres" for s in spec.sinks))
         try:
             _load(job.path, options, runner, app, tables, txns, result, rejected_file, streamed,
-                  refuse_nul)
+                  refuse_nul, job.record_id)
         except KeyConflict:
             # the fast append met keys already in the table: read again and upsert
             (sink_name,) = txns
@@ -231,7 +233,7 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
             result.quality.clear()
             rejected_file.unlink(missing_ok=True)
             _load(job.path, options, runner, app, tables, txns, result, rejected_file, False,
-                  refuse_nul)
+                  refuse_nul, job.record_id)
         for tname, stats in result.quality.items():  # rolled back by the stack if refused
             breach = pass_rate_breach(tables[tname], stats, f"tenant {tenant!r}: {name!r}")
             if breach is not None:
@@ -255,11 +257,12 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
 
 def _load(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
           tables: dict[str, TableSpec], txns: dict[str, SinkTransaction], result: JobResult,
-          rejected_file: Path, streamed: bool, refuse_nul: frozenset[str] = frozenset()
-          ) -> None:
+          rejected_file: Path, streamed: bool, refuse_nul: frozenset[str] = frozenset(),
+          record_id: str = "") -> None:
     """Read -> app -> conform in a thread while the sinks write the previous chunk."""
     started = time.perf_counter()
-    outputs = _outputs(path, options, runner, app, tables, result, rejected_file, refuse_nul)
+    outputs = _outputs(path, options, runner, app, tables, result, rejected_file, refuse_nul,
+                       record_id)
     with _Prefetch(outputs) as chunks:
         if streamed:
             (txn,), (table,) = txns.values(), tables.values()
@@ -328,7 +331,7 @@ class _Prefetch(Generic[T]):
 
 def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
              tables: dict[str, TableSpec], result: JobResult, rejected_file: Path,
-             refuse_nul: frozenset[str] = frozenset()
+             refuse_nul: frozenset[str] = frozenset(), record_id: str = ""
              ) -> Generator[tuple[TableSpec, pa.Table], None, None]:
     """Read -> app -> conform, chunk by chunk: the rows that fit each target table. The next
     chunk is read (in a thread of its own) while the app works on this one."""
@@ -350,7 +353,7 @@ def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: Ap
             result.app_secs += time.perf_counter() - t0
             for tname, data in outputs.items():
                 yield from _conformed(tables[tname], data, path, result, rejected_file,
-                                      tname in refuse_nul, seen[tname])
+                                      tname in refuse_nul, seen[tname], record_id)
 
 
 def _counted(batches: Iterator[pa.RecordBatch], stats: ReadStats, result: JobResult
@@ -363,10 +366,14 @@ def _counted(batches: Iterator[pa.RecordBatch], stats: ReadStats, result: JobRes
 
 
 def _conformed(table: TableSpec, data: pa.Table, path: Path, result: JobResult,
-               rejected_file: Path, refuse_nul: bool = False, seen: SeenValues | None = None
-               ) -> Iterator[tuple[TableSpec, pa.Table]]:
+               rejected_file: Path, refuse_nul: bool = False, seen: SeenValues | None = None,
+               record_id: str = "") -> Iterator[tuple[TableSpec, pa.Table]]:
     conformed = conform(data, table, path.name, refuse_nul=refuse_nul, seen=seen)
-    result.quality.setdefault(table.name, QualityStats()).add(conformed.stats)
+    stats = result.quality.setdefault(table.name, QualityStats())
+    if table.quarantine and conformed.rows_rejected:  # rows numbered over the whole file
+        yield table.quarantine_table(), quarantine_rows(
+            conformed.rejected, table, path.name, record_id, stats.rows_checked)
+    stats.add(conformed.stats)
     good = conformed.good
     if table.primary_key and good.num_rows:
         good = dedupe_last(good, table.primary_key)

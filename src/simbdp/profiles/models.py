@@ -22,6 +22,8 @@ from pydantic import (
 from simbdp.profiles.types import arrow_type, normalize_type
 
 __all__ = [
+    "QUARANTINE_COLUMNS",
+    "QUARANTINE_SUFFIX",
     "ApiSettings",
     "AppSpec",
     "AppsSettings",
@@ -146,6 +148,12 @@ class QualityRule(Model):
         return None
 
 
+QUARANTINE_SUFFIX = "_quarantine"
+#: the columns a quarantine table adds to the failing row's values
+QUARANTINE_COLUMNS = {"quality_reason": "string", "quality_source": "string",
+                      "quality_ingestion": "string", "quality_row": "int64"}
+
+
 class TableSpec(Model):
     """A table the tenant owns in its namespace of coredms."""
 
@@ -168,6 +176,12 @@ class TableSpec(Model):
     reason. 0: never."""
     partition_by: list[Identifier] = []
     """Columns a lake (delta) sink partitions the table by; other sinks ignore it."""
+    quarantine: bool = False
+    """Also keep the rows that fail (a type, a required column, a quality rule) in a table
+    ``<name>_quarantine`` in the same sinks, committed with the file: the row's values as
+    text, ``quality_reason``, ``quality_source`` (the file), ``quality_ingestion`` (the
+    record id) and ``quality_row`` (its number in the chunk). Batch files; a stream's failing
+    messages go to its dead-letter queue."""
 
     @model_validator(mode="before")
     @classmethod
@@ -191,6 +205,15 @@ class TableSpec(Model):
         rules = [r.name for r in self.quality]
         if len(set(rules)) != len(rules):
             raise ValueError(f"table {self.name!r}: quality rule names must be unique")
+        if self.quarantine:
+            if len(self.name) + len(QUARANTINE_SUFFIX) > 63:
+                raise ValueError(f"table {self.name!r}: a name over "
+                                 f"{63 - len(QUARANTINE_SUFFIX)} characters leaves no room "
+                                 f"for its quarantine table ({self.name}{QUARANTINE_SUFFIX})")
+            clash = [c for c in QUARANTINE_COLUMNS if c in names]
+            if clash:
+                raise ValueError(f"table {self.name!r}: columns {clash} are the quarantine "
+                                 "table's own")
         if not self.sinks:
             raise ValueError("sinks must name at least one sink")
         unknown = [c for c in self.partition_by if c not in names]
@@ -201,6 +224,13 @@ class TableSpec(Model):
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    def quarantine_table(self) -> TableSpec:
+        """The table of this table's failing rows (see ``quarantine``)."""
+        cols = [{"name": c.name, "type": "string"} for c in self.columns]
+        cols += [{"name": n, "type": t} for n, t in QUARANTINE_COLUMNS.items()]
+        return TableSpec.model_validate({"name": self.name + QUARANTINE_SUFFIX,
+                                         "columns": cols, "sinks": self.sinks})
 
     def arrow_schema(self) -> pa.Schema:
         keys = set(self.primary_key)
@@ -347,9 +377,10 @@ class TenantProfile(Model):
     def _check(self) -> TenantProfile:
         if self.namespace is None:
             object.__setattr__(self, "namespace", self.tenant_id)
-        tables = [t.name for t in self.tables]
+        tables = [t.name for t in self.sink_tables()]
         if len(set(tables)) != len(tables):
-            raise ValueError("table names must be unique")
+            raise ValueError("table names must be unique (a quarantine table is named "
+                             f"<table>{QUARANTINE_SUFFIX})")
         apps = [a.name for a in self.apps]
         if len(set(apps)) != len(apps):
             raise ValueError("app names must be unique")
@@ -364,10 +395,18 @@ class TenantProfile(Model):
         return self.namespace or self.tenant_id
 
     def table(self, name: str) -> TableSpec:
+        """A table of the profile, or the quarantine table of one; KeyError if none."""
         for t in self.tables:
             if t.name == name:
                 return t
+        for t in self.tables:
+            if t.quarantine and name == t.name + QUARANTINE_SUFFIX:
+                return t.quarantine_table()
         raise KeyError(f"tenant {self.tenant_id!r} has no table {name!r}")
+
+    def sink_tables(self) -> list[TableSpec]:
+        """The tables the sinks hold: the profile's and their quarantine tables."""
+        return [*self.tables, *(t.quarantine_table() for t in self.tables if t.quarantine)]
 
     def app(self, name: str) -> AppSpec:
         for a in self.apps:

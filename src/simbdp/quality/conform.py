@@ -22,7 +22,7 @@ from simbdp.profiles.types import arrow_type, duckdb_type
 from simbdp.quality.rules import SeenValues, rule_fails
 from simbdp.quality.stats import QualityStats
 
-__all__ = ["Conformed", "conform", "dedupe_last", "write_rejected"]
+__all__ = ["Conformed", "conform", "dedupe_last", "quarantine_rows", "write_rejected"]
 
 
 @dataclass
@@ -204,3 +204,19 @@ def write_rejected(rejected: pa.Table, path: Path) -> None:
     new = not path.exists()
     with path.open("ab") as f:
         pacsv.write_csv(rejected, f, pacsv.WriteOptions(include_header=new))
+
+
+def quarantine_rows(rejected: pa.Table, table: TableSpec, source: str, ingestion: str,
+                    first_row: int = 0) -> pa.Table:
+    """Rejected rows (``conform``'s, with ``_row`` and ``_reason``) shaped for the table's
+    quarantine table: its values as text, the reason, the source, the ingestion and the row
+    number (``_row`` plus ``first_row``, the rows of the table checked before this chunk)."""
+    n = rejected.num_rows
+    spec = table.quarantine_table()
+    cols = {c.name: rejected.column(c.name) if c.name in rejected.column_names
+            else pa.nulls(n, pa.string()) for c in table.columns}
+    cols["quality_reason"] = rejected.column("_reason")
+    cols["quality_source"] = pa.nulls(n, pa.string()).fill_null(source)
+    cols["quality_ingestion"] = pa.nulls(n, pa.string()).fill_null(ingestion)
+    cols["quality_row"] = pc.add(rejected.column("_row"), first_row)
+    return pa.table(cols, schema=spec.arrow_schema())

@@ -130,3 +130,80 @@ def test_rule_on_unknown_column_disables_the_tenant_with_a_clear_reason(make_env
     assert "tenant 'acme'" in reason and "table 'readings'" in reason
     assert "quality rule 'pos'" in reason and "unknown column 'amount'" in reason
     assert "beta" in env.platform.tenants  # the other tenants run
+
+
+@pytest.fixture(params=["duckdb", "postgres", "delta"])
+def any_sink(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
+    if request.param == "duckdb":
+        return {"config": {}, "table": {}}
+    if request.param == "delta":
+        return {"config": {"sinks": {"lake": {"kind": "delta", "path": str(tmp_path / "lake")}}},
+                "table": {"sinks": ["lake"]}}
+    return {"config": {"sinks": {"pg": {"kind": "postgres",
+                                        "dsn": request.getfixturevalue("pg_dsn")}}},
+            "table": {"sinks": ["pg"]}}
+
+
+def _quarantined(env: Any, sink: str) -> list[dict[str, Any]]:
+    s = open_sink(env.config.sinks[sink])
+    try:
+        rows = s.read_rows(env.platform.tenant("acme"), "readings_quarantine", limit=1000)
+        return sorted(rows.to_pylist(), key=lambda r: r["quality_row"])
+    finally:
+        s.close()
+
+
+def test_failing_rows_land_in_the_quarantine_table_once(make_env, any_sink):
+    env = make_env([tenant_profile("acme", table=readings(quarantine=True, min_pass_rate=0.5,
+                                                          **any_sink["table"]))],
+                   **any_sink["config"])
+    sink = any_sink["table"]["sinks"][0] if any_sink["table"] else "default"
+    data = file_of(N, BAD)
+    drop(env.staging("acme") / "readings.csv", data)
+    [rec] = env.ingest("acme", "readings.csv")
+    assert rec["outcome"] == "processed", rec["reason"]
+    assert rec["rows_loaded"] == N - 7 and len(_rows(env, sink)) == N - 7
+    q = _quarantined(env, sink)
+    assert [r["quality_row"] for r in q] == sorted(BAD)  # the file's row numbers, from 0
+    assert {r["quality_source"] for r in q} == {"readings.csv"}
+    assert {r["quality_ingestion"] for r in q} == {rec["id"]}
+    by_row = {r["quality_row"]: r for r in q}
+    assert by_row[17]["n"] == "many" and "is not int64" in by_row[17]["quality_reason"]
+    assert by_row[40_000]["id"] == "3" and "rule 'uid'" in by_row[40_000]["quality_reason"]
+    assert "rule 'fresh'" in by_row[13]["quality_reason"]
+    # the same content again is a duplicate: nothing more in either table
+    drop(env.staging("acme") / "readings-again.csv", data)
+    [dup] = env.ingest("acme", "readings-again.csv")
+    assert dup["outcome"] == "duplicate" and len(_quarantined(env, sink)) == 7
+    # a file refused whole for its pass rate leaves nothing in the quarantine table either
+    drop(env.staging("acme") / "readings-bad.csv",
+         file_of(100, {i: {"n": -1} for i in range(60)}))
+    [bad] = env.ingest("acme", "readings-bad.csv")
+    assert bad["outcome"] == "rejected" and len(_quarantined(env, sink)) == 7
+
+
+def test_quarantine_table_names_are_checked_at_load(make_env):
+    clash = readings(quarantine=True)
+    other = {"name": "readings_quarantine", "columns": [{"name": "x", "type": "int"}]}
+    env = make_env([tenant_profile("acme", tables=[clash, other]),
+                    tenant_profile("beta", table=readings(
+                        quarantine=True, columns=[{"name": "quality_reason", "type": "text"}],
+                        quality=[]))])
+    assert "table names must be unique" in env.platform.broken["acme"]
+    assert "quarantine table's own" in env.platform.broken["beta"]
+
+
+def test_tenant_reads_its_quarantine_table_through_the_api(make_env):
+    from fastapi.testclient import TestClient
+
+    from simbdp.api.app import create_app
+    from simbdp.state.keys import create_key
+
+    env = make_env([tenant_profile("acme", table=readings(quarantine=True))])
+    drop(env.staging("acme") / "readings.csv", file_of(50, {4: {"code": "x"}}))
+    [rec] = env.ingest("acme", "readings.csv")
+    client = TestClient(create_app(env.platform, env.store))
+    key = {"Authorization": f"Bearer {create_key(env.store, 'acme')}"}
+    [row] = client.get("/v1/tenants/acme/tables/readings_quarantine/rows", headers=key).json()
+    assert row["id"] == "4" and row["code"] == "x" and row["quality_row"] == 4
+    assert "rule 'short'" in row["quality_reason"] and row["quality_ingestion"] == rec["id"]
