@@ -3,6 +3,11 @@
 It reads the tenant's constraints from the server, uploads only files that meet them (the
 others are listed with the reason), in parallel, and resumes cleanly: a file whose content
 was already ingested is reported as such and not sent again.
+
+With ``encrypt`` (the tenant's keyset file) each plain file is sent encrypted as ``NAME.enc``
+(Tink StreamingAead; see :mod:`simbdp.crypto.files`). The encrypted copy is kept in the
+folder's ``.simbdp-encrypted/``, named by the plain content's hash and the key, so a resumed
+push sends the same bytes and the server's ledger recognises them.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ from rich.progress import Progress
 
 from simbdp.batch.staging import check_name
 from simbdp.errors import AuthError, ConfigError, Rejected, ServerUnreachable
-from simbdp.formats import detect_format
+from simbdp.formats import detect_format, is_encrypted
 from simbdp.units import format_bytes
 
-__all__ = ["PushResult", "push"]
+__all__ = ["ENCRYPTED_COPIES", "PushResult", "push"]
+
+#: the folder (inside the pushed folder) of the encrypted copies of its files
+ENCRYPTED_COPIES = ".simbdp-encrypted"
 
 
 @dataclass
@@ -63,6 +71,19 @@ def _plan(folder: Path, profile: dict[str, Any]) -> tuple[list[Path], list[PushR
     return ok, skipped
 
 
+def _encrypted_copy(path: Path, keyset_file: Path) -> Path:
+    """The file encrypted with the keyset's primary key, made once per content and key."""
+    from simbdp.crypto.files import encrypt_file
+    from simbdp.crypto.keyset import parse_keyset, read_keyset_doc
+
+    keyset = parse_keyset(read_keyset_doc(keyset_file), keyset_file)
+    copy = path.parent / ENCRYPTED_COPIES / f"{_sha256(path)}-{keyset.file_key_ids[0]}.enc"
+    if not copy.exists():
+        copy.parent.mkdir(mode=0o700, exist_ok=True)
+        encrypt_file(keyset, path, copy)
+    return copy
+
+
 def _message(r: httpx.Response) -> str:
     try:
         return str(r.json()["error"]["message"])
@@ -90,8 +111,9 @@ def _profile(client: httpx.Client, base: str, tenant: str) -> dict[str, Any]:
 
 def push(server: str, key: str, tenant: str, folder: Path, *, workers: int = 4,
          watch: bool = False, verify: bool | str | ssl.SSLContext = True, progress: bool = True,
-         poll_secs: float = 2.0) -> list[PushResult]:
-    """Upload the allowed files of ``folder``; with ``watch``, keep sending new ones.
+         poll_secs: float = 2.0, encrypt: Path | None = None) -> list[PushResult]:
+    """Upload the allowed files of ``folder``; with ``watch``, keep sending new ones; with
+    ``encrypt`` (a keyset file), each file not named ``*.enc`` is sent encrypted as ``NAME.enc``.
 
     Raises ServerUnreachable (no connection, or the server fails), AuthError (a wrong or
     revoked key: 401/403), ConfigError (no such tenant for this key: 404). A file the server
@@ -107,19 +129,22 @@ def push(server: str, key: str, tenant: str, folder: Path, *, workers: int = 4,
         profile = _profile(client, base, tenant)
 
         def one(path: Path) -> PushResult:
+            name = path.name
+            if encrypt is not None and not is_encrypted(name):
+                path, name = _encrypted_copy(path, encrypt), f"{name}.enc"
             sha = _sha256(path)
             done = client.get(f"{base}/records", params={"content_key": f"sha256:{sha}",
                                                          "outcome": "processed", "limit": 1})
             if done.status_code == 200 and done.json():
-                return PushResult(path.name, "already_ingested",
+                return PushResult(name, "already_ingested",
                                   f"same content ingested as {done.json()[0]['source']!r}")
             with path.open("rb") as f:
-                up = client.put(f"{base}/files/{path.name}", content=f,
+                up = client.put(f"{base}/files/{name}", content=f,
                                 headers={"X-Content-SHA256": sha,
                                          "Content-Length": str(path.stat().st_size)})
             if up.status_code == 202:
-                return PushResult(path.name, "sent")
-            return PushResult(path.name, "failed", f"{up.status_code}: {_message(up)}")
+                return PushResult(name, "sent")
+            return PushResult(name, "failed", f"{up.status_code}: {_message(up)}")
 
         while True:
             todo, skipped = _plan(folder, profile)
@@ -130,9 +155,9 @@ def push(server: str, key: str, tenant: str, folder: Path, *, workers: int = 4,
                 todo = todo[: profile["batch"]["max_files_per_ingestion"]]
             with Progress(disable=not progress) as bar, ThreadPoolExecutor(workers) as pool:
                 task = bar.add_task("uploading", total=len(todo))
-                for res in pool.map(one, todo):
+                for local, res in zip(todo, pool.map(one, todo), strict=True):
                     results.append(res)
-                    sent.add(res.file)
+                    sent.add(local.name)  # res.file may be its encrypted name
                     bar.advance(task)
             if not watch:
                 return results

@@ -8,6 +8,7 @@ from typing import Any
 
 from simbdp.api.app import serve_api
 from simbdp.batch import BatchIngestManager
+from simbdp.coredms.compaction import LakeCompactor
 from simbdp.observe.logs import get_logger
 from simbdp.profiles import Platform
 from simbdp.reload import Reloader
@@ -53,6 +54,7 @@ def run_platform(platform: Platform, store: StateStore, stop: threading.Event, *
 
     threads = [
         part("stream-manager", lambda s: attached(StreamManager(platform, s)).run(stop)),
+        part("lake", lambda s: attached(LakeCompactor(platform)).run(stop, s)),
         part("stream-monitor", lambda s: attached(StreamMonitor(platform, s)).run(stop)),
         part("api", lambda s: serve_api(platform, stop, attach=reloader.attach)),
         part("reloader", lambda s: reloader.run(stop, s)),

@@ -28,10 +28,9 @@ from simbdp.errors import (
     KeyConflict,
     Rejected,
     SimbdpError,
-    TerminalError,
     TransientError,
 )
-from simbdp.formats import ReadOptions, ReadStats, detect_format, read_batches
+from simbdp.formats import ReadOptions, ReadStats, detect_format, is_encrypted, read_batches
 from simbdp.profiles.models import AppSpec, PlatformConfig, TableSpec, TenantProfile
 from simbdp.profiles.types import arrow_type
 from simbdp.quality import (
@@ -44,7 +43,9 @@ from simbdp.quality import (
     write_rejected,
 )
 
-__all__ = ["FileJob", "JobResult", "content_key", "run_file_job"]
+__all__ = ["FileJob", "JobResult", "check_pass_rates", "content_key", "fault_point",
+           "file_outputs", "nul_refused", "read_options", "rejected_rows_path", "rollback_all",
+           "run_file_job", "set_outcome"]
 
 T = TypeVar("T")
 
@@ -101,12 +102,18 @@ def content_key(path: Path) -> str:
         return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _read_options(config: PlatformConfig, profile: TenantProfile, name: str,
+def read_options(config: PlatformConfig, profile: TenantProfile, name: str,
                   app: AppSpec | None, tables: list[str]) -> ReadOptions:
     detected = detect_format(name)
     if detected is None:
         raise Rejected(f"tenant {profile.tenant_id!r}: {name!r}: unknown file type", "file_type")
     ftype, compression = detected
+    if is_encrypted(name) or profile.encryption is not None:  # Tink is loaded where used
+        from simbdp.crypto.files import file_decryptor
+
+        decrypt = file_decryptor(config, profile, name)
+    else:
+        decrypt = None
     if app is not None:
         pinned = {c: arrow_type(t) for c, t in app.input_columns.items()}
     else:
@@ -121,7 +128,8 @@ def _read_options(config: PlatformConfig, profile: TenantProfile, name: str,
                        # read ahead; they are grouped back to chunk_bytes for the app
                        block_bytes=max(256 * 1024, int(config.chunk_bytes) // 4),
                        tenant=profile.tenant_id, max_bytes=int(limits.max_file_bytes),
-                       max_rows=limits.max_rows_per_file, max_columns=limits.max_columns)
+                       max_rows=limits.max_rows_per_file, max_columns=limits.max_columns,
+                       decrypt=decrypt)
 
 
 def _grouped(batches: Iterator[pa.RecordBatch], nbytes: int
@@ -165,19 +173,24 @@ def run_file_job(config: PlatformConfig, profile: TenantProfile, job: FileJob,
         else:
             with closing(Warm()) as own:
                 _run(config, profile, job, result, own)
-    except DuplicateIngestion as e:
-        result.outcome, result.reason, result.code = "duplicate", str(e), e.code
-    except Rejected as e:
-        result.outcome, result.reason, result.code = "rejected", str(e), e.code
-    except TerminalError as e:
-        result.outcome, result.reason, result.code = "failed", str(e), e.code
-    except TransientError as e:  # sink or lock unavailable: the file waits, then tries again
-        result.outcome, result.reason, result.code = "waiting", str(e), e.code
     except SimbdpError as e:
-        result.outcome, result.reason, result.code = "failed", str(e), e.code
+        set_outcome(result, e)
     if result.outcome != "processed":
         result.rows_loaded = result.rows_updated = 0  # rolled back: nothing is in the sink
     return result
+
+
+def set_outcome(result: JobResult, e: SimbdpError) -> None:
+    """The outcome of a file whose ingestion raised ``e``."""
+    if isinstance(e, DuplicateIngestion):
+        outcome = "duplicate"
+    elif isinstance(e, Rejected):
+        outcome = "rejected"
+    elif isinstance(e, TransientError):  # sink or lock unavailable: it waits, then tries again
+        outcome = "waiting"
+    else:  # TerminalError and the rest
+        outcome = "failed"
+    result.outcome, result.reason, result.code = outcome, str(e), e.code
 
 
 def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: JobResult,
@@ -188,7 +201,7 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
         raise Rejected(f"tenant {tenant!r}: {name!r}: no app or table takes this file", "no_route")
     app, table_names = route
     tables = {t: profile.table(t) for t in table_names}
-    options = _read_options(config, profile, name, app, table_names)
+    options = read_options(config, profile, name, app, table_names)
 
     sinks: dict[str, Sink] = {}
     with ExitStack() as stack:
@@ -212,15 +225,13 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
                 f"tenant {tenant!r}: {name!r} has the same content as {hit.source!r}, "
                 f"already ingested (ingestion {hit.ingestion_id}); nothing loaded")
         txns: dict[str, SinkTransaction] = {n: s.begin(profile) for n, s in sinks.items()}
-        stack.callback(_rollback_all, txns)
-        rejected_file = config.tenant_dir(tenant) / "rejected-rows" / f"{job.record_id}-{name}.csv"
+        stack.callback(rollback_all, txns)
+        rejected_file = rejected_rows_path(config, job)
         # one table in one sink that takes a stream: the whole file in one statement
         streamed = len(txns) == len(tables) == 1 and all(
             hasattr(t, "write_stream") for t in txns.values()) and not any(
             t.quarantine for t in tables.values())  # its rows go to a second table
-        # PostgreSQL text cannot hold a NUL byte: those rows are rejected, not the file
-        refuse_nul = frozenset(t for t, spec in tables.items()
-                               if any(config.sinks[s].kind == "postgres" for s in spec.sinks))
+        refuse_nul = nul_refused(config, tables)
         try:
             _load(job.path, options, runner, app, tables, txns, result, rejected_file, streamed,
                   refuse_nul, job.record_id)
@@ -234,12 +245,12 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
             rejected_file.unlink(missing_ok=True)
             _load(job.path, options, runner, app, tables, txns, result, rejected_file, False,
                   refuse_nul, job.record_id)
-        for tname, stats in result.quality.items():  # rolled back by the stack if refused
-            breach = pass_rate_breach(tables[tname], stats, f"tenant {tenant!r}: {name!r}")
-            if breach is not None:
-                if result.rows_rejected:
-                    result.rejected_rows_file = str(rejected_file)
-                raise Rejected(breach, "low_pass_rate")
+        try:
+            check_pass_rates(tables, result, f"tenant {tenant!r}: {name!r}")
+        except Rejected:  # the stack rolls the sinks back: the file is kept in rejected/
+            if result.rows_rejected:
+                result.rejected_rows_file = str(rejected_file)
+            raise
         t0 = time.perf_counter()
         loaded = result.rows_loaded // max(1, len(tables))
         for sink_name, txn in list(txns.items()):
@@ -249,7 +260,7 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
             result.rows_updated = max(result.rows_updated, txn.rows_updated)
             del txns[sink_name]
         result.write_secs += time.perf_counter() - t0
-        _fault_point(config, "batch_after_commit")
+        fault_point(config, "batch_after_commit")
         result.outcome = "processed"
         if result.rows_rejected:
             result.rejected_rows_file = str(rejected_file)
@@ -261,8 +272,8 @@ def _load(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSp
           record_id: str = "") -> None:
     """Read -> app -> conform in a thread while the sinks write the previous chunk."""
     started = time.perf_counter()
-    outputs = _outputs(path, options, runner, app, tables, result, rejected_file, refuse_nul,
-                       record_id)
+    outputs = file_outputs(path, options, runner, app, tables, result, rejected_file, refuse_nul,
+                           record_id)
     with _Prefetch(outputs) as chunks:
         if streamed:
             (txn,), (table,) = txns.values(), tables.values()
@@ -329,10 +340,31 @@ class _Prefetch(Generic[T]):
             yield item  # type: ignore[misc]
 
 
-def _outputs(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
-             tables: dict[str, TableSpec], result: JobResult, rejected_file: Path,
-             refuse_nul: frozenset[str] = frozenset(), record_id: str = ""
-             ) -> Generator[tuple[TableSpec, pa.Table], None, None]:
+def check_pass_rates(tables: dict[str, TableSpec], result: JobResult, what: str) -> None:
+    """Raise Rejected (``low_pass_rate``) if a table's rows of the file passed its checks
+    less often than its ``min_pass_rate``; call it once the whole file is conformed."""
+    for tname, stats in result.quality.items():
+        breach = pass_rate_breach(tables[tname], stats, what)
+        if breach is not None:
+            raise Rejected(breach, "low_pass_rate")
+
+
+def rejected_rows_path(config: PlatformConfig, job: FileJob) -> Path:
+    """Where the rows of ``job``'s file that failed a rule or a cast are written."""
+    return config.tenant_dir(job.tenant) / "rejected-rows" / f"{job.record_id}-{job.path.name}.csv"
+
+
+def nul_refused(config: PlatformConfig, tables: dict[str, TableSpec]) -> frozenset[str]:
+    """The tables whose rows may not hold a NUL byte (PostgreSQL text cannot): such rows
+    are rejected, not the file."""
+    return frozenset(t for t, spec in tables.items()
+                     if any(config.sinks[s].kind == "postgres" for s in spec.sinks))
+
+
+def file_outputs(path: Path, options: ReadOptions, runner: AppRunner | None,
+                 app: AppSpec | None, tables: dict[str, TableSpec], result: JobResult,
+                 rejected_file: Path, refuse_nul: frozenset[str] = frozenset(),
+                 record_id: str = "") -> Generator[tuple[TableSpec, pa.Table], None, None]:
     """Read -> app -> conform, chunk by chunk: the rows that fit each target table. The next
     chunk is read (in a thread of its own) while the app works on this one."""
     names = tuple(tables)
@@ -411,14 +443,14 @@ def _stream_into(txn: SinkTransaction, table: TableSpec,
         raise
 
 
-def _fault_point(config: PlatformConfig, name: str) -> None:
+def fault_point(config: PlatformConfig, name: str) -> None:
     """Crash here if ``<home>/.faults/<name>`` exists: lets tests kill a worker at the worst
     moment (after the sink commit, before the manager hears of it)."""
     if (config.home / ".faults" / name).exists():
         os._exit(137)
 
 
-def _rollback_all(txns: dict[str, SinkTransaction]) -> None:
+def rollback_all(txns: dict[str, SinkTransaction]) -> None:
     for txn in txns.values():
         with suppress(SimbdpError):
             txn.rollback()

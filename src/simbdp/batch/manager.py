@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from simbdp.batch.group import groupable
 from simbdp.batch.job import FileJob, JobResult
 from simbdp.batch.scheduler import FairQueue
 from simbdp.batch.staging import (
@@ -69,14 +70,22 @@ class Submission:
 
 @dataclass
 class _Running:
-    job: FileJob
+    jobs: list[FileJob]  # one file, or small files of one tenant in one transaction
     process: WorkerProcess
     conn: Connection
     started: float
     deadline: float
-    profile: TenantProfile  # the profile the file was accepted under
-    result: JobResult | None = None
-    heard: bool = False  # the pipe said its one thing (a result, EOF or a bad message)
+    profile: TenantProfile  # the profile the files were accepted under
+    results: list[JobResult] | None = None
+    heard: bool = False  # the pipe said its one thing (results, EOF or a bad message)
+
+    @property
+    def tenant(self) -> str:
+        return self.jobs[0].tenant
+
+    def names(self) -> str:
+        first = repr(self.jobs[0].path.name)
+        return first if len(self.jobs) == 1 else f"{first} and {len(self.jobs) - 1} more"
 
 
 class BatchIngestManager:
@@ -311,15 +320,41 @@ class BatchIngestManager:
             profile = self._profiles.get(job.path) or self.platform.tenant(tenant)
             if job.waits:
                 self.store.mark_record(job.record_id, "running")
+            jobs = [job, *self._group_with(job, profile)]
             # more of this tenant's files queued: the worker keeps its sinks and app warm
             more = self.queue.pending(tenant) > 0
-            proc = self._send(tenant, (self.config, profile, job, more))
+            proc = self._send(tenant, (self.config, profile, jobs, more))
             started = time.monotonic()
-            self._running[proc.sentinel] = _Running(job, proc, proc.results, started,
+            self._running[proc.sentinel] = _Running(jobs, proc, proc.results, started,
                                                     started + profile.batch.max_file_secs,
                                                     profile)
-            self.log.info("started", tenant=tenant, file=job.path.name, record=job.record_id,
-                          attempt=job.attempt, pid=proc.pid)
+            for j in jobs:
+                self.log.info("started", tenant=tenant, file=j.path.name, record=j.record_id,
+                              attempt=j.attempt, pid=proc.pid, group=len(jobs))
+
+    def _group_with(self, job: FileJob, profile: TenantProfile) -> list[FileJob]:
+        """Small files of the tenant queued behind ``job`` that share its transaction (see
+        :mod:`simbdp.batch.group`): first attempts of uncompressed files under
+        ``small_file_bytes``, accepted under the same profile, up to ``group_max_files`` and
+        ``group_max_bytes`` in all."""
+        cfg = self.config
+        if not (self._small(job) and groupable(cfg, profile)):
+            return []
+        budget = [cfg.group_max_bytes - job.nbytes]
+
+        def fits(other: FileJob) -> bool:
+            if (not self._small(other) or other.nbytes > budget[0]
+                    or self._profiles.get(other.path, profile) != profile):
+                return False
+            budget[0] -= other.nbytes
+            return True
+
+        return self.queue.take(job.tenant, fits, cfg.group_max_files - 1)
+
+    def _small(self, job: FileJob) -> bool:
+        detected = detect_format(job.path.name)
+        return (job.attempt == 1 and not job.waits and job.nbytes <= self.config.small_file_bytes
+                and detected is not None and detected[1] == "none")
 
     def _send(self, tenant: str, message: tuple[Any, ...]) -> WorkerProcess:
         """Hand a job to an idle worker, the one warm for this tenant if any; a worker found
@@ -396,21 +431,26 @@ class BatchIngestManager:
         full pipe."""
         run.heard = True
         try:
-            run.result = pickle.loads(run.conn.recv_bytes(MAX_MESSAGE_BYTES))
+            results = pickle.loads(run.conn.recv_bytes(MAX_MESSAGE_BYTES))
+            if not (isinstance(results, list) and len(results) == len(run.jobs)):
+                raise pickle.UnpicklingError(f"{len(run.jobs)} results expected")
+            run.results = results
         except (EOFError, OSError, pickle.UnpicklingError) as e:
             if not isinstance(e, EOFError):
-                run.result = JobResult(outcome="failed", code="internal", reason=(
-                    f"tenant {run.job.tenant!r}: {run.job.path.name!r}: the worker's answer "
-                    f"could not be read: {e}"))
+                run.results = [JobResult(outcome="failed", code="internal", reason=(
+                    f"tenant {run.tenant!r}: {j.path.name!r}: the worker's answer could not "
+                    f"be read: {e}")) for j in run.jobs]
 
     def _overdue(self, run: _Running) -> None:
-        job = run.job
         limit = run.profile.batch.max_file_secs
         self._kill(run)
-        if run.result is None:  # an answer that came in time counts
-            run.result = JobResult(outcome="failed", code="deadline", reason=(
-                f"tenant {job.tenant!r}: {job.path.name!r}: the worker ran past the deadline "
-                f"of {limit:g} s per file (batch.max_file_secs) and was killed"))
+        if run.results is None:  # an answer that came in time counts
+            # one file: it failed; small files that shared a transaction: each alone again
+            outcome = "failed" if len(run.jobs) == 1 else "retry"
+            run.results = [JobResult(outcome=outcome, code="deadline", reason=(
+                f"tenant {j.tenant!r}: {run.names()}: the worker ran past the deadline of "
+                f"{limit:g} s per file (batch.max_file_secs) and was killed"))
+                for j in run.jobs]
         self._collect(run)
 
     def _kill(self, run: _Running) -> None:
@@ -421,19 +461,21 @@ class BatchIngestManager:
             if not run.conn.closed and run.conn.poll():
                 self._hear(run)
             run.heard = True
-        result = run.result
-        self.queue.done(run.job.tenant)
-        if result is not None and run.process.sentinel >= 0:
+        results = run.results
+        self.queue.done(run.tenant)
+        if results is not None and run.process.sentinel >= 0:
             self._idle.append(run.process)  # warm for the next file
         else:
             run.process.join(timeout=5)
             self._discard(run.process)
-        if result is None:
+        if results is None:
             code = run.process.exitcode
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
-            result = JobResult(outcome="retry", code="worker_died",
-                               reason=f"the worker ingesting {run.job.path.name!r} died ({how})")
-        self._finalize(run.job, result)
+            results = [JobResult(outcome="retry", code="worker_died",
+                                 reason=f"the worker ingesting {run.names()} died ({how})")
+                       for _ in run.jobs]
+        for job, result in zip(run.jobs, results, strict=True):
+            self._finalize(job, result)
 
     def _finalize(self, job: FileJob, result: JobResult) -> None:
         tenant, path = job.tenant, job.path
@@ -592,9 +634,10 @@ class BatchIngestManager:
         for sentinel, run in list(self._running.items()):
             del self._running[sentinel]
             self._kill(run)
-            self.queue.done(run.job.tenant)
-            self._interrupt(run.job, f"the manager stopped; the worker was still on the file "
-                            f"after stop_grace_secs ({self.config.stop_grace_secs:g} s)")
+            self.queue.done(run.tenant)
+            for job in run.jobs:
+                self._interrupt(job, f"the manager stopped; the worker was still on the file "
+                                f"after stop_grace_secs ({self.config.stop_grace_secs:g} s)")
         for _tenant, job in self._queued_jobs():
             self._interrupt(job, "the manager stopped before this file started")
 

@@ -40,6 +40,17 @@ class FairQueue(Generic[T]):
             return tenant, item
         return None
 
+    def take(self, tenant: str, accept: Callable[[T], bool], most: int) -> list[T]:
+        """Up to ``most`` more items from the head of ``tenant``'s queue while ``accept``
+        says yes, to run with the one just popped (they count as part of it)."""
+        q = self._queues.get(tenant)
+        out: list[T] = []
+        while q and len(out) < most and accept(q[0]):
+            out.append(q.popleft())
+        if q is not None and not q:
+            del self._queues[tenant]
+        return out
+
     def done(self, tenant: str) -> None:
         self._running[tenant] = max(0, self._running.get(tenant, 0) - 1)
 

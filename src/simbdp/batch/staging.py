@@ -8,7 +8,6 @@ import os
 import stat
 import time
 import uuid
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -89,22 +88,33 @@ def inflight_dir(config: PlatformConfig, tenant: str) -> Path:
     return config.tenant_dir(tenant) / INFLIGHT
 
 
+#: this process's folders under ``inflight/`` (``<_SLOTS>-0``, ``-1``...): only it renames into
+#: them, so a name checked free there stays free until its rename
+_SLOTS = f"s-{uuid.uuid4().hex[:12]}"
+
+
 def claim(config: PlatformConfig, tenant: str, path: Path) -> Path:
-    """Move a staged entry, as it is (a link stays a link, a FIFO a FIFO), into a fresh
-    folder under ``inflight/``; return its new path. Raises FileNotFoundError if it is gone.
+    """Move a staged entry, as it is (a link stays a link, a FIFO a FIFO), under
+    ``inflight/``, keeping its name (in the first of this process's folders there where the
+    name is free); return its new path. Raises FileNotFoundError if it is gone.
 
     A rename in one filesystem is atomic: what is checked and read afterwards is exactly the
-    entry taken, and nobody but the platform can swap it any more.
+    entry taken, and nobody but the platform can swap it any more. The folders stay for the
+    next files (a folder per file cost a mkdir and a rmdir each, ~2 ms on a journaled disk);
+    recovery removes empty ones.
     """
-    folder = inflight_dir(config, tenant) / uuid.uuid4().hex[:16]
-    folder.parent.mkdir(mode=0o700, exist_ok=True)
-    folder.mkdir(mode=0o700)
+    root = inflight_dir(config, tenant)
+    n = 0
+    while os.path.lexists(target := root / f"{_SLOTS}-{n}" / path.name):
+        n += 1
     try:
-        os.rename(path, folder / path.name)
-    except OSError:
-        folder.rmdir()
-        raise
-    return folder / path.name
+        os.rename(path, target)
+    except FileNotFoundError:
+        if not os.path.lexists(path):
+            raise
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.rename(path, target)
+    return target
 
 
 def inflight_files(config: PlatformConfig, tenant: str) -> list[Path]:
@@ -190,9 +200,6 @@ def move_to_outcome(config: PlatformConfig, tenant: str, path: Path, outcome: st
         n += 1
     if os.path.lexists(path):
         os.rename(path, dest)  # same filesystem: everything lives under data/<tenant>/
-    if path.parent.parent == inflight_dir(config, tenant):
-        with suppress(OSError):
-            path.parent.rmdir()
     reason = dest.with_name(dest.name + ".reason.json")
     tmp = reason.with_name(reason.name + ".tmp")
     unknown = set(details) - set(REASON_FIELDS)

@@ -68,7 +68,7 @@ class Warm:
         self._seen[tenant] = profile
         if self.tenant is not None and tenant != self.tenant:
             self.release()
-            self._close_runners()
+            self.close_runners()
         self.tenant = tenant
 
     def settle(self, *, clean: bool, more: bool) -> None:
@@ -79,7 +79,7 @@ class Warm:
             self.drop()
         elif not more:
             self.release()
-            self._close_runners()
+            self.close_runners()
         else:
             now = time.monotonic()
             for sink in self._sinks.values():
@@ -107,7 +107,7 @@ class Warm:
     def drop(self) -> None:
         """Release sessions, stop app processes and close the sinks; their tables are
         ensured again next time."""
-        self._close_runners()
+        self.close_runners()
         for sink in self._sinks.values():
             with suppress(SimbdpError, OSError):
                 sink.close()
@@ -115,7 +115,8 @@ class Warm:
         self._ensured.clear()
         self.tenant = None
 
-    def _close_runners(self) -> None:
+    def close_runners(self) -> None:
+        """Stop the app processes kept; the next file starts its app again."""
         for runner in self._runners.values():
             with suppress(SimbdpError, OSError):
                 runner.close()

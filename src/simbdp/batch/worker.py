@@ -2,9 +2,10 @@
 
 The manager starts each worker as ``python -m simbdp.batch.worker`` (a fresh interpreter that
 imports the batch path only: pyarrow, duckdb, the job code; never the CLI, the API or the
-``__main__`` of whoever started it) and sends it one job at a time; the worker answers each
-with one bounded message. Between files of one tenant it keeps its sinks, ensured tables and
-app runners (:class:`~simbdp.batch.warm.Warm`). A worker that dies, or is killed at the
+``__main__`` of whoever started it) and sends it one job at a time (a file, or small files of
+one tenant for one transaction: :mod:`simbdp.batch.group`); the worker answers each with one
+bounded message, a result per file. Between files of one tenant it keeps its sinks, ensured
+tables and app runners (:class:`~simbdp.batch.warm.Warm`). A worker that dies, or is killed at the
 per-file deadline, loses only its uncommitted transaction, exactly like a process per file.
 """
 
@@ -19,11 +20,12 @@ from contextlib import suppress
 from multiprocessing.connection import Connection
 from typing import Any
 
+from simbdp.batch.group import run_file_group
 from simbdp.batch.job import JobResult, run_file_job
 from simbdp.batch.warm import Warm
 from simbdp.state import short_reason
 
-__all__ = ["MAX_MESSAGE_BYTES", "WorkerProcess", "encode_result"]
+__all__ = ["MAX_MESSAGE_BYTES", "WorkerProcess", "encode_results"]
 
 #: the most a worker may send back; a longer reason is cut to fit, in the worker
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -33,15 +35,18 @@ _MAX_FULL_REASON = 1_000_000
 _CLEAN = ("processed", "duplicate", "rejected")
 
 
-def encode_result(result: JobResult) -> bytes:
-    """The result pickled, under ``MAX_MESSAGE_BYTES`` (a huge reason is cut to fit)."""
-    if result.reason is not None and len(result.reason) > _MAX_FULL_REASON:
-        result.reason = short_reason(result.reason, _MAX_FULL_REASON)
-    data = pickle.dumps(result)
+def encode_results(results: list[JobResult]) -> bytes:
+    """The results pickled, under ``MAX_MESSAGE_BYTES`` (huge reasons are cut to fit)."""
+    for result in results:
+        if result.reason is not None and len(result.reason) > _MAX_FULL_REASON:
+            result.reason = short_reason(result.reason, _MAX_FULL_REASON)
+    data = pickle.dumps(results)
     if len(data) > MAX_MESSAGE_BYTES:
-        result.reason = short_reason(result.reason, 100_000)
-        result.rule_failures = dict(list(result.rule_failures.items())[:1000])
-        data = pickle.dumps(result)
+        share = max(1000, 100_000 // len(results))
+        for result in results:
+            result.reason = short_reason(result.reason, share)
+            result.rule_failures = dict(list(result.rule_failures.items())[:share // 100])
+        data = pickle.dumps(results)
     return data
 
 
@@ -65,10 +70,10 @@ class WorkerProcess:
         self.sentinel = os.pidfd_open(self.pid)
         self.tenant: str | None = None  # the tenant of its last file: what it may keep warm
 
-    def send(self, config: Any, profile: Any, job: Any, more: bool) -> None:
-        """Hand it a job; ``more``: further files of the same tenant are queued. Raises
-        OSError if the worker is gone."""
-        self.jobs.send_bytes(pickle.dumps((config, profile, job, more)))
+    def send(self, config: Any, profile: Any, jobs: list[Any], more: bool) -> None:
+        """Hand it jobs (several: small files of one tenant, in one transaction); ``more``:
+        further files of the same tenant are queued. Raises OSError if the worker is gone."""
+        self.jobs.send_bytes(pickle.dumps((config, profile, jobs, more)))
 
     def is_alive(self) -> bool:
         return self._popen.poll() is None
@@ -100,18 +105,20 @@ def serve_jobs(jobs: Connection, results: Connection) -> None:
                 warm.release()
                 continue
             try:
-                config, profile, job, more = pickle.loads(jobs.recv_bytes(MAX_JOB_BYTES))
+                config, profile, batch, more = pickle.loads(jobs.recv_bytes(MAX_JOB_BYTES))
             except EOFError:
                 return
             warm.switch(profile)
             try:
-                result = run_file_job(config, profile, job, warm)
-            except Exception as e:  # a bug in the platform: fail this file, keep serving
-                result = JobResult(outcome="failed", code="internal",
-                                   reason=f"internal error: {type(e).__name__}: {e}")
-            warm.settle(clean=result.outcome in _CLEAN, more=more)
+                done = (run_file_group(config, profile, batch, warm) if len(batch) > 1
+                        else [run_file_job(config, profile, batch[0], warm)])
+            except Exception as e:  # a bug in the platform: fail these files, keep serving
+                done = [JobResult(outcome="failed", code="internal",
+                                  reason=f"internal error: {type(e).__name__}: {e}")
+                        for _ in batch]
+            warm.settle(clean=all(r.outcome in _CLEAN for r in done), more=more)
             try:
-                results.send_bytes(encode_result(result))
+                results.send_bytes(encode_results(done))
             except OSError:  # the manager is gone
                 return
     finally:

@@ -58,13 +58,17 @@ def push_command(folder: Path = typer.Argument(..., help="folder of files to sen
                  key: str = typer.Option(..., envvar="SIMBDP_KEY"),
                  tenant: str = typer.Option(..., "--tenant", "-t"),
                  watch: bool = typer.Option(False, help="keep sending new files"),
-                 workers: int = typer.Option(4), cafile: Path | None = typer.Option(None)
+                 workers: int = typer.Option(4), cafile: Path | None = typer.Option(None),
+                 encrypt: Path | None = typer.Option(
+                     None, "--encrypt", metavar="KEYSET",
+                     help="send each file encrypted with this keyset (`simbdp keyset new`), "
+                          "as NAME.enc")
                  ) -> None:
     """Upload the files of FOLDER that meet the tenant's constraints; list the others."""
     from simbdp.push import push
 
     results = push(server, key, tenant, folder, workers=workers, watch=watch,
-                   verify=str(cafile) if cafile else True)
+                   verify=str(cafile) if cafile else True, encrypt=encrypt)
     t = Table()
     for col in ("file", "status", "reason"):
         t.add_column(col)

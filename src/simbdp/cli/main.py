@@ -15,6 +15,8 @@ from simbdp.batch import BatchIngestManager
 from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.api import keys_app, push_command
 from simbdp.cli.common import EXIT_FAILED, EXIT_USAGE, CliGroup, console, err_console, load
+from simbdp.cli.crypto import encrypt, keyset_app
+from simbdp.cli.lake import lake_app
 from simbdp.cli.records import records_app
 from simbdp.cli.report import report
 from simbdp.cli.schema import schema
@@ -31,11 +33,14 @@ app = typer.Typer(help="simbdp: multi-tenant big-data ingestion platform.", cls=
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(stream_app, name="stream")
 app.add_typer(records_app, name="records")
+app.add_typer(keyset_app, name="keyset")
+app.add_typer(lake_app, name="lake")
 tenants_app.add_typer(keys_app, name="key")
 app.command("push")(push_command)
 app.command("report")(report)
 app.command("publish")(publish)
 app.command("schema")(schema)
+app.command("encrypt")(encrypt)
 
 
 @app.callback()

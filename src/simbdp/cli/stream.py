@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -12,6 +13,9 @@ from simbdp.cli.common import EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
 from simbdp.errors import BrokerUnavailable, PublishInterrupted
 from simbdp.profiles import Platform
 from simbdp.state import StateStore
+
+if TYPE_CHECKING:
+    from simbdp.crypto.keyset import Keyset
 
 __all__ = ["publish", "stream_app"]
 
@@ -114,13 +118,19 @@ def publish(file: Path = typer.Argument(..., help="a JSON-lines file, one messag
             rate: float | None = typer.Option(None, help="messages per second"),
             id_field: str | None = typer.Option(None, help="field holding the message id"),
             table: str | None = typer.Option(None, help="target table (header)"),
+            encrypt: bool = typer.Option(False, help="seal each message (Tink Aead)"),
+            keyset: Path | None = typer.Option(None, help="with --encrypt: this keyset file "
+                                                          "(default: the tenant's, from its "
+                                                          "profile)"),
             home: Path | None = HOME) -> None:
     """Publish messages to a tenant's queue (confirmed by the broker)."""
     from simbdp.stream.client import publish_jsonl
 
     platform = load(home)
+    keys = _publish_keyset(platform, tenant, keyset) if encrypt else None
     try:
-        n = publish_jsonl(platform, tenant, file, rate=rate, id_field=id_field, table=table)
+        n = publish_jsonl(platform, tenant, file, rate=rate, id_field=id_field, table=table,
+                          keyset=keys)
     except PublishInterrupted as e:
         err_console.print(f"[red]error[/red] {escape(str(e))}\n{e.confirmed} of {e.total} "
                           "message(s) were confirmed; publishing the same file again is safe "
@@ -133,3 +143,17 @@ def publish(file: Path = typer.Argument(..., help="a JSON-lines file, one messag
                           "publishing the same file again is safe", highlight=False)
         raise typer.Exit(EXIT_UNREACHABLE) from e
     console.print(f"published {n} message(s) for tenant {tenant!r}")
+
+
+def _publish_keyset(platform: Platform, tenant: str, path: Path | None) -> Keyset:
+    from simbdp.crypto.keyset import parse_keyset, read_keyset_doc, tenant_keyset
+
+    if path is not None:
+        return parse_keyset(read_keyset_doc(path), path)
+    found = tenant_keyset(platform.config, platform.tenant(tenant))
+    if found is None:
+        err_console.print(f"[red]error[/red] tenant {tenant!r} has no keyset registered "
+                          "(profile: encryption.keyset); give one with --keyset",
+                          highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    return found

@@ -17,6 +17,7 @@ content key, which the sink learns only then. Stream message ids are not support
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
@@ -32,7 +33,8 @@ from simbdp.errors import ConfigError, DuplicateIngestion, SchemaError, SinkUnav
 from simbdp.profiles.models import SinkSettings, TableSpec, TenantProfile
 from simbdp.quality import dedupe_last
 
-__all__ = ["FILE_APP_PREFIX", "LEDGER_TABLE", "DeltaSink", "DeltaTransaction", "file_app_id"]
+__all__ = ["FILE_APP_PREFIX", "LEDGER_TABLE", "Compaction", "DeltaSink", "DeltaTransaction",
+           "file_app_id"]
 
 LEDGER_TABLE = "_simbdp_ledger"
 FILE_APP_PREFIX = "simbdp-file:"
@@ -48,6 +50,17 @@ LEDGER_SCHEMA = pa.schema([
     pa.field("tables", pa.string()),
     pa.field("committed_at", pa.timestamp("us", tz="UTC")),
 ])
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What :meth:`DeltaSink.compact` did to one table."""
+
+    tenant: str
+    table: str
+    files_before: int
+    files_after: int
+    files_deleted: int
 
 
 def file_app_id(key: str) -> str:
@@ -132,7 +145,7 @@ class DeltaSink:
     def __init__(self, settings: SinkSettings):
         if settings.path is None:
             raise ValueError("a delta sink needs a path")
-        self.root = settings.path
+        self.root, self.settings = settings.path, settings
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -195,6 +208,37 @@ class DeltaSink:
             raise SinkUnavailable(f"tenant {profile.tenant_id!r}: delta merge into "
                                   f"{spec.name!r} failed: {e}") from e
         return int(metrics.get("num_target_rows_updated", 0))
+
+    # maintenance ---------------------------------------------------------------------------
+    def file_count(self, profile: TenantProfile, table: str) -> int:
+        """Data files in the table's current version."""
+        return len(self.open_table(profile, table).file_uris())
+
+    def compact(self, profile: TenantProfile, table: str, *, vacuum: bool = True
+                ) -> Compaction:
+        """Rewrite the table's small files into files of about ``target_file_mb`` (one
+        commit), then delete unreferenced files older than ``vacuum_retain_hours``.
+
+        It holds the tenant's commit lock, so no file commits meanwhile (a compaction and a
+        merge must not cross). App transactions are log entries, not data: a file committed
+        before the compaction is still a duplicate after it (checked in the tests).
+        """
+        lock = FileLock(self.tenant_dir(profile) / ".simbdp.lock",
+                        f"delta {profile.schema_name}: commit lock")
+        try:
+            dt = self.open_table(profile, table)
+            before = len(dt.file_uris())
+            dt.optimize.compact(target_size=self.settings.target_file_mb * 1024**2)
+            dt.update_incremental()
+            after = len(dt.file_uris())
+            removed = dt.vacuum(retention_hours=int(self.settings.vacuum_retain_hours),
+                                dry_run=False, enforce_retention_duration=False) if vacuum else []
+        except (DeltaError, OSError) as e:
+            raise SinkUnavailable(f"tenant {profile.tenant_id!r}: delta table {table!r}: "
+                                  f"compaction failed: {e}") from e
+        finally:
+            lock.release()
+        return Compaction(profile.tenant_id, table, before, after, len(removed))
 
     # the Sink contract ------------------------------------------------------------------------
     def ensure_tables(self, profile: TenantProfile) -> None:

@@ -156,22 +156,31 @@ class DuckDBTransaction:
                 self._con.unregister("__simbdp_ids")
 
     def commit(self, entry: LedgerEntry) -> None:
+        self.commit_many([entry])
+
+    def commit_many(self, entries: list[LedgerEntry]) -> None:
+        """Insert the ledger entries of several files and commit them with their rows;
+        DuplicateIngestion (nothing committed) if a key is in the ledger already."""
         ledger = qualified(self._schema, LEDGER)
-        hit = self._con.execute(f"SELECT source, ingestion_id FROM {ledger} WHERE key = ?",
-                                [entry.key]).fetchone()
+        keys = pa.table({"key": [e.key for e in entries]})  # noqa: F841 (scanned by DuckDB)
+        hit = self._con.execute(f"SELECT l.key, l.source, l.ingestion_id FROM {ledger} l "
+                                "WHERE l.key IN (SELECT key FROM keys) LIMIT 1").fetchone()
         if hit:
             self.rollback()
+            entry = next(e for e in entries if e.key == hit[0])
             raise DuplicateIngestion(
                 f"tenant {entry.tenant!r}: {entry.source!r} has the same content as "
-                f"{hit[0]!r}, already ingested (ingestion {hit[1]}); nothing loaded")
+                f"{hit[1]!r}, already ingested (ingestion {hit[2]}); nothing loaded")
+        now = datetime.now(UTC)
         try:
-            self._con.execute(f"INSERT INTO {ledger} VALUES (?, ?, ?, ?, ?)",
-                              [entry.key, entry.source, entry.ingestion_id, entry.rows,
-                               datetime.now(UTC)])
+            self._con.executemany(f"INSERT INTO {ledger} VALUES (?, ?, ?, ?, ?)",
+                                  [[e.key, e.source, e.ingestion_id, e.rows, now]
+                                   for e in entries])
             self._con.commit()
         except duckdb.Error as e:
             self.rollback()
-            raise SinkUnavailable(f"tenant {entry.tenant!r}: DuckDB commit failed: {e}") from e
+            raise SinkUnavailable(f"tenant {entries[0].tenant!r}: DuckDB commit failed: {e}"
+                                  ) from e
         self._close()
 
     def rollback(self) -> None:
@@ -273,14 +282,18 @@ class DuckDBSink:
                                     f"{qi(c.name)} {duckdb_type(c.type)}")
 
     def ledger_lookup(self, profile: TenantProfile, key: str) -> LedgerEntry | None:
+        return self.ledger_lookup_many(profile, [key]).get(key)
+
+    def ledger_lookup_many(self, profile: TenantProfile, keys: list[str]
+                           ) -> dict[str, LedgerEntry]:
+        """The ledger entries of those of ``keys`` already committed, in one query."""
+        probe = pa.table({"key": pa.array(keys, pa.string())})  # noqa: F841 (scanned)
         with self._session(profile) as con:
-            row = con.execute(f"SELECT key, source, ingestion_id, rows FROM "
-                              f"{qualified(profile.schema_name, LEDGER)} WHERE key = ?",
-                              [key]).fetchone()
-        if row is None:
-            return None
-        return LedgerEntry(tenant=profile.tenant_id, key=row[0], source=row[1],
-                           ingestion_id=row[2], rows=row[3])
+            rows = con.execute(f"SELECT key, source, ingestion_id, rows FROM "
+                               f"{qualified(profile.schema_name, LEDGER)} "
+                               "WHERE key IN (SELECT key FROM probe)").fetchall()
+        return {r[0]: LedgerEntry(tenant=profile.tenant_id, key=r[0], source=r[1],
+                                  ingestion_id=r[2], rows=r[3]) for r in rows}
 
     def seen_message_ids(self, profile: TenantProfile, ids: pa.Array) -> pa.Array:
         probe = pa.table({"id": pa.array(ids, pa.string())})  # noqa: F841 (scanned by DuckDB)

@@ -176,15 +176,25 @@ class PostgresTransaction:
             raise SinkUnavailable(f"tenant {self._tenant!r}: PostgreSQL: {e}") from e
 
     def commit(self, entry: LedgerEntry) -> None:
+        self.commit_many([entry])
+
+    def commit_many(self, entries: list[LedgerEntry]) -> None:
+        """Insert the ledger entries of several files and commit them with their rows;
+        DuplicateIngestion (nothing committed) if a key is in the ledger already."""
+        ledger = qualified(self._schema, LEDGER)
         try:
             cur = self._conn.execute(
-                f"INSERT INTO {qualified(self._schema, LEDGER)} (key, source, ingestion_id, rows, "
-                "committed_at) VALUES (%s, %s, %s, %s, now()) ON CONFLICT (key) DO NOTHING "
-                "RETURNING key", [entry.key, entry.source, entry.ingestion_id, entry.rows])
-            if cur.fetchone() is None:
-                hit = self._conn.execute(
-                    f"SELECT source, ingestion_id FROM {qualified(self._schema, LEDGER)} "
-                    "WHERE key = %s", [entry.key]).fetchone()
+                f"INSERT INTO {ledger} (key, source, ingestion_id, rows, committed_at) "
+                "SELECT *, now() FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[]) "
+                "ON CONFLICT (key) DO NOTHING RETURNING key",
+                [[e.key for e in entries], [e.source for e in entries],
+                 [e.ingestion_id for e in entries], [e.rows for e in entries]])
+            written = {r[0] for r in cur.fetchall()}
+            missing = [e for e in entries if e.key not in written]
+            if missing:
+                entry = missing[0]
+                hit = self._conn.execute(f"SELECT source, ingestion_id FROM {ledger} "
+                                         "WHERE key = %s", [entry.key]).fetchone()
                 self.rollback()
                 src, ing = hit if hit else ("?", "?")
                 raise DuplicateIngestion(
@@ -193,8 +203,8 @@ class PostgresTransaction:
             self._conn.commit()
         except psycopg.OperationalError as e:
             self.rollback()
-            raise SinkUnavailable(f"tenant {entry.tenant!r}: PostgreSQL commit failed: {e}"
-                                  ) from e
+            raise SinkUnavailable(f"tenant {entries[0].tenant!r}: PostgreSQL commit failed: "
+                                  f"{e}") from e
 
     def rollback(self) -> None:
         self.rows_updated = 0
@@ -261,13 +271,16 @@ class PostgresSink:
             raise SinkUnavailable(f"PostgreSQL sink: {e}") from e
 
     def ledger_lookup(self, profile: TenantProfile, key: str) -> LedgerEntry | None:
+        return self.ledger_lookup_many(profile, [key]).get(key)
+
+    def ledger_lookup_many(self, profile: TenantProfile, keys: list[str]
+                           ) -> dict[str, LedgerEntry]:
+        """The ledger entries of those of ``keys`` already committed, in one query."""
         rows = self._query(f"SELECT key, source, ingestion_id, rows FROM "
-                           f"{qualified(profile.schema_name, LEDGER)} WHERE key = %s", [key])
-        if not rows:
-            return None
-        k, source, ing, n = rows[0]
-        return LedgerEntry(tenant=profile.tenant_id, key=k, source=source, ingestion_id=ing,
-                           rows=n)
+                           f"{qualified(profile.schema_name, LEDGER)} WHERE key = ANY(%s)",
+                           [keys])
+        return {k: LedgerEntry(tenant=profile.tenant_id, key=k, source=source,
+                               ingestion_id=ing, rows=n) for k, source, ing, n in rows}
 
     def seen_message_ids(self, profile: TenantProfile, ids: pa.Array) -> pa.Array:
         rows = self._query(f"SELECT id FROM {qualified(profile.schema_name, MESSAGES)} "

@@ -21,6 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePath
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +30,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from simbdp.errors import FormatError, Rejected
-from simbdp.formats.base import Compression, ReadOptions, ReadStats
+from simbdp.formats.base import ENCRYPTED_SUFFIX, Compression, ReadOptions, ReadStats
 from simbdp.formats.locate import locate
 from simbdp.profiles.models import FileType
 
@@ -44,15 +45,20 @@ _Make = Callable[[int, pa.Schema | None], Iterable[pa.RecordBatch]]
 
 
 def detect_format(filename: str) -> tuple[FileType, Compression] | None:
-    """File type and compression from the name's suffixes, or None if not a known type."""
+    """File type and compression from the name's suffixes, or None if not a known type.
+    A last ``.enc`` (encrypted) is looked through; Parquet cannot be read as a stream, so an
+    encrypted (or compressed) one is not a known type."""
     p = PurePath(filename.lower())
+    encrypted = p.suffix == ENCRYPTED_SUFFIX
+    if encrypted:
+        p = PurePath(p.stem)
     compression: Compression = "none"
     suffix = p.suffix
     if suffix in _COMPRESSIONS:
         compression = _COMPRESSIONS[suffix]
         suffix = PurePath(p.stem).suffix
     ftype = _TYPES.get(suffix)
-    if ftype is None or (ftype == "parquet" and compression != "none"):
+    if ftype is None or (ftype == "parquet" and (compression != "none" or encrypted)):
         return None
     return ftype, compression
 
@@ -69,7 +75,7 @@ def read_batches(path: Path, options: ReadOptions, stats: ReadStats | None = Non
     size = path.stat().st_size
     if size == 0:
         raise FormatError(f"{_label(path, options)}: file is empty")
-    if options.compression == "none":
+    if not _counted(options):
         stats.bytes_read = size
         _check_bytes(path, options, stats)
     readers = {"csv": _csv, "jsonl": _jsonl, "json": _json_array, "parquet": _parquet}
@@ -80,11 +86,16 @@ def _label(path: Path, options: ReadOptions) -> str:
     return f"tenant {options.tenant!r}: {path.name}" if options.tenant else path.name
 
 
+def _counted(options: ReadOptions) -> bool:
+    """Whether the bytes read are counted as they come (decompressed or decrypted)."""
+    return options.compression != "none" or options.decrypt is not None
+
+
 # limits ------------------------------------------------------------------------------------
 class _Counting(io.RawIOBase):
     """A decompressing stream that counts the bytes it hands out and stops past ``limit``."""
 
-    def __init__(self, raw: pa.NativeFile, stats: ReadStats, limit: int | None):
+    def __init__(self, raw: pa.NativeFile | BinaryIO, stats: ReadStats, limit: int | None):
         super().__init__()
         self._raw, self._stats, self._limit = raw, stats, limit
 
@@ -104,15 +115,22 @@ class _Counting(io.RawIOBase):
 
 
 def _open(path: Path, options: ReadOptions, stats: ReadStats) -> pa.NativeFile:
-    if options.compression == "none":
+    if not _counted(options):
         return pa.input_stream(str(path))
-    raw = pa.input_stream(str(path), compression=options.compression)
+    raw: pa.NativeFile | BinaryIO
+    if options.decrypt is None:
+        raw = pa.input_stream(str(path), compression=options.compression)
+    else:  # decrypted, then decompressed, as it is read: no plain text on disk
+        raw = options.decrypt.open(path, _label(path, options))
+        if options.compression != "none":
+            raw = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), options.compression)
     return pa.PythonFile(_Counting(raw, stats, options.max_bytes), mode="r")
 
 
 def _check_bytes(path: Path, options: ReadOptions, stats: ReadStats) -> None:
     if options.max_bytes is not None and stats.bytes_read > options.max_bytes:
-        how = "decompressed, " if options.compression != "none" else ""
+        how = ("decompressed, " if options.compression != "none" else
+               "decrypted, " if options.decrypt is not None else "")
         raise Rejected(f"{_label(path, options)}: over {options.max_bytes} bytes ({how}"
                        f"the limit of batch.max_file_bytes); stopped after {stats.rows} rows",
                        "file_too_big")
@@ -167,7 +185,7 @@ def _guarded(path: Path, options: ReadOptions, stats: ReadStats, make: _Make
             _check_bytes(path, options, stats)
             if "straddl" in str(e) and block < cap:
                 block = min(cap, block * 8)
-                if options.compression != "none":
+                if _counted(options):
                     stats.bytes_read = 0  # counted again from the start
                 continue
             raise _fail(path, options, e, stats, "straddl" in str(e)) from e
@@ -243,11 +261,14 @@ def _check_fields(path: Path, options: ReadOptions, stats: ReadStats, batch: pa.
 
 def _jsonl(path: Path, options: ReadOptions, stats: ReadStats) -> Iterator[pa.RecordBatch]:
     pinned = options.column_types
-    if pinned and all(pa.types.is_string(t) for t in pinned.values()):
+    text = bool(pinned) and all(pa.types.is_string(t) for t in pinned.values())
+    if text and options.decrypt is None:
         # read as text for a table: a value of another JSON type becomes its text and is
         # cast (or rejected, row by row) by conform
         yield from _duckdb_json(path, options, stats, "newline_delimited", list(pinned))
         return
+    if text:  # DuckDB reads files by name only: Arrow infers, the values go on as text
+        pinned = {}
 
     def make(block: int, schema: pa.Schema | None) -> pajson.JSONStreamingReader:
         explicit = schema or (pa.schema(list(pinned.items())) if pinned else None)
@@ -258,11 +279,24 @@ def _jsonl(path: Path, options: ReadOptions, stats: ReadStats) -> Iterator[pa.Re
 
     for batch in _guarded(path, options, stats, make):
         _check_fields(path, options, stats, batch)
-        yield batch
+        yield _as_text(batch) if text else batch
+
+
+def _as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
+    cols = []
+    for col in batch.columns:
+        try:
+            cols.append(col if pa.types.is_string(col.type) else col.cast(pa.string()))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            cols.append(col)  # a nested value: conform names it
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
 
 
 def _json_array(path: Path, options: ReadOptions, stats: ReadStats
                 ) -> Iterator[pa.RecordBatch]:
+    if options.decrypt is not None:
+        raise Rejected(f"{_label(path, options)}: an encrypted JSON array cannot be read as a "
+                       "stream; send JSON lines (.jsonl.enc) or CSV", "file_type")
     yield from _duckdb_json(path, options, stats, "array", None)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "BrokerSettings",
     "Column",
     "CsvOptions",
+    "EncryptionSettings",
     "FileType",
     "PlatformConfig",
     "QualityRule",
@@ -282,6 +283,18 @@ class StreamLimits(Model):
     """Largest message; a bigger one is refused."""
 
 
+class EncryptionSettings(Model):
+    """Encrypted input: the tenant's keyset (see docs/design.md, "Encrypted input")."""
+
+    keyset: Path
+    """The tenant's keyset file (``simbdp keyset new``), relative to the platform home or
+    absolute; outside the tenants' folders, owned by the platform's user, mode 0600. Files named
+    ``*.enc`` and messages with the ``simbdp-encryption`` header are decrypted with it."""
+    required: bool = False
+    """Refuse input in plain text: a file not named ``*.enc`` is rejected and a message without
+    the header is dead-lettered."""
+
+
 class AppSpec(Model):
     """A tenant app: ``entrypoint`` is ``module:function`` in the tenant's app folder.
 
@@ -350,6 +363,8 @@ class TenantProfile(Model):
     """How CSV files are read."""
     apps: list[AppSpec] = []
     """The tenant's apps (optional: without one, files load as they are)."""
+    encryption: EncryptionSettings | None = None
+    """Encrypted files and messages: the tenant's keyset (unset: none accepted)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -446,6 +461,14 @@ class SinkSettings(Model):
     """duckdb: memory limit of each connection (keyed tables need room for their index)."""
     append_memory_limit_mb: int = Field(128, ge=32)
     """duckdb: memory limit while a file streams into an unkeyed table (a few row groups)."""
+    compact_min_files: int = Field(64, ge=0)
+    """delta: ``simbdp serve`` compacts a table once it holds more data files than this (0:
+    never; ``simbdp lake compact`` any time)."""
+    target_file_mb: int = Field(128, ge=1)
+    """delta: the size compaction aims at for each data file."""
+    vacuum_retain_hours: float = Field(168.0, ge=0)
+    """delta: files a compaction replaced, and files of writes that never committed, are
+    deleted once this old (readers of older versions need them until then)."""
 
     @model_validator(mode="after")
     def _check(self) -> SinkSettings:
@@ -521,6 +544,13 @@ class PlatformConfig(Model):
     """Interval of the staging folders' rescan."""
     job_attempts: int = Field(3, ge=1)
     """Attempts of a file whose worker dies before it fails."""
+    small_file_bytes: ByteSize = ByteSize(1024**2)
+    """Uncompressed files up to this size, queued together for one tenant, share one
+    transaction (each keeps its own record and ledger row); 0: every file alone."""
+    group_max_files: int = Field(100, ge=1)
+    """The most small files in one transaction."""
+    group_max_bytes: ByteSize = ByteSize(16 * 1024**2)
+    """The most bytes of small files in one transaction."""
     sink_outage_max_secs: float = Field(6 * 3600.0, gt=0)
     """A file whose sink is unavailable waits (back-off up to ``sink_retry_max_secs``, with jitter)
     for this long before it fails."""

@@ -10,11 +10,14 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simbdp.errors import BrokerUnavailable, PublishInterrupted
 from simbdp.profiles import Platform
 from simbdp.stream.brokers import OutMessage, TenantCredentials, open_broker
+
+if TYPE_CHECKING:
+    from simbdp.crypto.keyset import Keyset
 
 __all__ = ["issue_broker_credentials", "make_messages", "publish", "publish_jsonl"]
 
@@ -74,9 +77,11 @@ async def publish(platform: Platform, tenant: str, messages: list[OutMessage], *
 
 
 def publish_jsonl(platform: Platform, tenant: str, path: Path, *, rate: float | None = None,
-                  id_field: str | None = None, table: str | None = None) -> int:
+                  id_field: str | None = None, table: str | None = None,
+                  keyset: Keyset | None = None) -> int:
     """Publish each line of a JSON-lines file as one message. Ids default to
-    ``<content hash>:<line>``, so publishing the same file twice loads it once."""
+    ``<content hash>:<line>``, so publishing the same file twice loads it once. With
+    ``keyset``, each message is sealed with its primary message key."""
     data = path.read_bytes()
     prefix = hashlib.sha256(data).hexdigest()[:16]
     lines = [ln for ln in data.splitlines() if ln.strip()]
@@ -90,6 +95,10 @@ def publish_jsonl(platform: Platform, tenant: str, path: Path, *, rate: float | 
     else:
         rows = list(lines)
     msgs = make_messages(rows, id_prefix=prefix, id_field=id_field, table=table)
+    if keyset is not None:
+        from simbdp.crypto.messages import encrypt_messages
+
+        msgs = encrypt_messages(keyset, msgs)
     return asyncio.run(publish(platform, tenant, msgs, rate=rate))
 
 

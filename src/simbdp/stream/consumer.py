@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 
 from simbdp.apps import AppContext, AppRunner
 from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction, open_sink
+from simbdp.crypto.messages import MessageDecryptor
 from simbdp.errors import (
     AppFailed,
     BrokerUnavailable,
@@ -279,7 +280,8 @@ class StreamInstance:
                                   f"{self.tenant!r} does not own (app tables: {sorted(owned)})"))
             else:
                 routed.append(d)
-        decoded = decode_batch(routed, int(self.profile.stream.max_message_bytes))
+        decoded = decode_batch(routed, int(self.profile.stream.max_message_bytes),
+                               MessageDecryptor(self.config, self.profile))
         poison.extend(decoded.poison)
         good = decoded.good
         outputs, rejected_msgs = await asyncio.to_thread(self._transform, decoded.rows, good)

@@ -6,11 +6,15 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.json as pajson
 
 from simbdp.stream.brokers.base import Delivery
+
+if TYPE_CHECKING:
+    from simbdp.crypto.messages import MessageDecryptor
 
 __all__ = ["Decoded", "decode_batch"]
 
@@ -33,8 +37,19 @@ def _parse(bodies: list[bytes]) -> pa.Table:
                                 len(b) for b in bodies) + 1)))
 
 
-def decode_batch(deliveries: list[Delivery], max_message_bytes: int) -> Decoded:
-    """Vectorised on the happy path: the bodies are joined as JSON lines and parsed by Arrow."""
+def decode_batch(deliveries: list[Delivery], max_message_bytes: int,
+                 decrypt: MessageDecryptor | None = None) -> Decoded:
+    """Vectorised on the happy path: the bodies are joined as JSON lines and parsed by Arrow.
+    ``decrypt`` opens encrypted messages first; those that do not open are poison."""
+    if decrypt is None:
+        return _decode(deliveries, max_message_bytes)
+    with decrypt.opened(deliveries) as (plain, sealed_poison):
+        decoded = _decode(plain, max_message_bytes)
+    decoded.poison[:0] = sealed_poison
+    return decoded
+
+
+def _decode(deliveries: list[Delivery], max_message_bytes: int) -> Decoded:
     good: list[Delivery] = []
     poison: list[tuple[Delivery, str]] = []
     for d in deliveries:

@@ -91,3 +91,49 @@ def test_keyed_delta_table_merges_and_counts_the_rows_it_updated(make_env, tmp_p
     assert (a["outcome"], a["rows_loaded"], a["rows_updated"]) == ("processed", 2, 0)
     assert (b["outcome"], b["rows_loaded"], b["rows_updated"]) == ("processed", 2, 1), b
     assert env.count("acme", sink="lake") == 3
+
+
+def _lake_with_files(make_env, comments, tmp_path, n, **sink):  # type: ignore[no-untyped-def]
+    table = {**REDDIT_TABLE, "sinks": ["lake"]}
+    env = make_env([tenant_profile("acme", tables=[table])], stable_secs=0.0,
+                   sinks={"lake": {"kind": "delta", "path": str(tmp_path / "lake"), **sink}})
+    names = [f"f{i:02}.csv" for i in range(n)]
+    for i, name in enumerate(names):
+        drop(env.staging("acme") / name, comments(100, seed=i, start_id=i * 100))
+    recs = env.ingest("acme", *names)
+    assert {r["outcome"] for r in recs} == {"processed"}
+    return env, recs
+
+
+def test_compaction_keeps_exactly_once_and_the_rows(make_env, comments, tmp_path):
+    from typer.testing import CliRunner
+
+    from simbdp.cli.main import app
+
+    env, recs = _lake_with_files(make_env, comments, tmp_path, 12)
+    path = tmp_path / "lake" / "acme" / "comments"
+    assert len(DeltaTable(str(path)).file_uris()) == 12  # a commit per file
+    out = CliRunner().invoke(app, ["lake", "compact", "--home", str(env.config.home)])
+    assert out.exit_code == 0, out.output
+    assert "acme" in out.output and "12" in out.output
+    table = DeltaTable(str(path))
+    assert len(table.file_uris()) == 1 and env.count("acme", sink="lake") == 1200
+    # the files' app transactions survive: the same content again is a duplicate
+    assert table.transaction_version(file_app_id(recs[3]["content_key"])) == 1
+    drop(env.staging("acme") / "again.csv", comments(100, seed=3, start_id=300))
+    [again] = env.ingest("acme", "again.csv")
+    assert again["outcome"] == "duplicate"
+    assert env.count("acme", sink="lake") == 1200
+
+
+def test_serve_policy_compacts_tables_over_compact_min_files(make_env, comments, tmp_path):
+    from simbdp.coredms.compaction import LakeCompactor
+
+    env, _ = _lake_with_files(make_env, comments, tmp_path, 6, compact_min_files=5)
+    compactor = LakeCompactor(env.platform)
+    [c] = compactor.check(env.store)
+    assert (c.tenant, c.table, c.files_before, c.files_after) == ("acme", "comments", 6, 1)
+    [d] = [d for d in env.store.decisions("acme") if d["action"] == "lake_compacted"]
+    assert "6 data files over compact_min_files 5" in d["reason"]
+    assert compactor.check(env.store) == []  # 1 file now: nothing to do
+    assert env.count("acme", sink="lake") == 600

@@ -207,3 +207,29 @@ def test_tenant_reads_its_quarantine_table_through_the_api(make_env):
     [row] = client.get("/v1/tenants/acme/tables/readings_quarantine/rows", headers=key).json()
     assert row["id"] == "4" and row["code"] == "x" and row["quality_row"] == 4
     assert "rule 'short'" in row["quality_reason"] and row["quality_ingestion"] == rec["id"]
+
+
+def test_small_files_in_one_transaction_keep_their_rules_rates_and_quarantine(make_env):
+    env = make_env([tenant_profile("acme", table=readings(quarantine=True, min_pass_rate=0.8))],
+                   stable_secs=0.0)
+    names = [f"readings-{i}.csv" for i in range(6)]
+    for i, n in enumerate(names):
+        bad = {j: {"n": -1} for j in range(5)} if i == 2 else {1: {"code": "x"}}
+        drop(env.staging("acme") / n, file_of(10, bad))  # file 2: 50% pass, under 80%
+    subs = env.manager.submit("acme", [env.staging("acme") / n for n in names])
+    env.manager.pump()
+    [run] = env.manager._running.values()
+    assert sorted(j.path.name for j in run.jobs) == names  # one group, one transaction
+    env.manager.run_until_idle(timeout_secs=120)
+    rec = {s.path.name: env.store.record(s.record_id) for s in subs}
+    low = rec.pop("readings-2.csv")
+    assert low["outcome"] == "rejected" and "pass rate 50.00%" in low["reason"]
+    assert low["quality"]["failed"] == {"pos": 5}
+    assert all(r["outcome"] == "processed" and r["quality"]["rows_passed"] == 9
+               for r in rec.values()), rec
+    # each processed file: ids 0..9 but row 1 (ids repeat across files: unique is per file)
+    assert len(_rows(env, "default")) == 5 * 9
+    q = _quarantined(env, "default")
+    assert sorted(r["quality_source"] for r in q) == sorted(rec)
+    assert {r["quality_ingestion"] for r in q} == {r["id"] for r in rec.values()}
+    assert {r["quality_row"] for r in q} == {1}
