@@ -19,6 +19,7 @@ from simbdp.observe.report import (
     unconfined_runs,
 )
 from simbdp.profiles import Platform
+from simbdp.quality.stats import percent
 from simbdp.state import StateStore
 from simbdp.units import format_bytes
 
@@ -101,7 +102,7 @@ def print_quality(batches: list[BatchSummary], streams: list[StreamSummary]) -> 
         if q.rows_failed_schema:
             text.append(f"types/required: {q.rows_failed_schema:,}")
         t.add_row(tenant, path, f"{q.rows_checked:,}", f"{q.rows_passed:,}",
-                  f"{q.pass_rate or 0:.2%}", ", ".join(text) or "-")
+                  percent(q.pass_rate or 0.0), ", ".join(text) or "-")
     console.print(t)
 
 

@@ -12,12 +12,20 @@ report (the micro-batches of its window summed)::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from simbdp.profiles.models import TableSpec
 
-__all__ = ["QualityStats", "pass_rate_breach", "quality_json", "summarize"]
+__all__ = ["QualityStats", "pass_rate_breach", "percent", "quality_json", "summarize"]
+
+
+def percent(rate: float, digits: int = 2) -> str:
+    """``rate`` as a percentage cut (not rounded) to ``digits`` decimals, so that a rate
+    under 1 never reads 100% nor one under a threshold reads as the threshold."""
+    scale = 10 ** (digits + 2)
+    return f"{math.floor(rate * scale + 1e-9) / scale:.{digits}%}"
 
 
 @dataclass
@@ -59,7 +67,8 @@ class QualityStats:
         """One line: ``990 of 1,000 rows passed (99.0%); failed: positive_amount 8``."""
         if not self.rows_checked:
             return "no rows checked"
-        text = f"{self.rows_passed:,} of {self.rows_checked:,} rows passed ({self.pass_rate:.1%})"
+        text = (f"{self.rows_passed:,} of {self.rows_checked:,} rows passed "
+                f"({percent(self.pass_rate or 0.0, 1)})")
         most = sorted(self.failed.items(), key=lambda x: (-x[1], x[0]))
         fails = [f"{r} {n:,}" for r, n in most]
         if self.rows_failed_schema:
@@ -91,5 +100,5 @@ def pass_rate_breach(table: TableSpec, stats: QualityStats, what: str) -> str | 
     rate = stats.pass_rate
     if not table.min_pass_rate or rate is None or rate >= table.min_pass_rate:
         return None
-    return (f"{what}: quality pass rate {rate:.2%} for table {table.name!r} is below its "
+    return (f"{what}: quality pass rate {percent(rate)} for table {table.name!r} is below its "
             f"min_pass_rate {table.min_pass_rate:.2%} ({stats.describe()}); nothing loaded")

@@ -160,3 +160,11 @@ def test_unique_when_every_hash_lands_in_the_same_slot(monkeypatch):
     assert failing_rows(t, pa.table({"v": [str(i) for i in range(600)]}), seen) == []
     again = [str(i) for i in range(590, 1200)]  # 590..599 seen in the chunk before
     assert failing_rows(t, pa.table({"v": again}), seen) == list(range(10))
+
+
+def test_a_rate_under_one_never_reads_100_percent():
+    from simbdp.quality.stats import percent
+
+    assert percent(61_998 / 62_000) == "99.99%" and percent(1.0) == "100.00%"
+    assert percent(0.975, 1) == "97.5%" and percent(0.95) == "95.00%"
+    assert percent(0.89999) == "89.99%"  # just under a 90% threshold does not read 90.00%
