@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import shutil
+import signal
+import socket
 import tempfile
 import threading
 import time
@@ -16,6 +18,7 @@ import pyarrow.parquet as pq
 import yaml
 from rich.table import Table
 
+from simbdp.api.app import serve_api
 from simbdp.apps.sandbox import sandbox_problem
 from simbdp.batch import BatchIngestManager
 from simbdp.cli.common import console
@@ -25,16 +28,18 @@ from simbdp.datagen import reddit_comments, sensor_readings
 from simbdp.observe.logs import configure_logging
 from simbdp.profiles import Platform, load_platform
 from simbdp.state import StateStore
+from simbdp.state.keys import OPERATOR, create_key
 
 __all__ = ["make_demo_home", "run_demo"]
 
 
-def make_demo_home(home: Path) -> None:
+def make_demo_home(home: Path, api_port: int = 8470) -> None:
     """Write the platform config, the two tenant profiles and the Reddit tenant's app."""
     assets = resources.files("simbdp") / "demo_assets"
     (home / "tenants").mkdir(parents=True, exist_ok=True)
     config: dict[str, object] = {"workers": 2, "stable_secs": 0.2, "rescan_secs": 0.5,
-                                 "report_interval_secs": 1.0}
+                                 "report_interval_secs": 1.0,
+                                 "api": {"host": "127.0.0.1", "port": api_port}}
     problem = sandbox_problem()
     if problem is not None:  # the demo's own app, on a machine without bubblewrap: say so
         console.print(f"[red]tenant apps cannot be confined here ({problem}); the demo runs "
@@ -94,17 +99,36 @@ def _drop_files(home: Path) -> int:
     return n + 13
 
 
-def run_demo(keep: Path | None = None) -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_demo(keep: Path | None = None, keep_serving: bool = False) -> None:
+    """Run the demo; the API (and so ``/dashboard``) is served from start to end, and after
+    the end until Ctrl-C when ``keep_serving``."""
     started = time.monotonic()
     home = keep.resolve() if keep else Path(tempfile.mkdtemp(prefix="simbdp-demo-"))
+    api_stop = threading.Event()
+    api: threading.Thread | None = None
     try:
-        make_demo_home(home)
+        port = _free_port()
+        make_demo_home(home, port)
         platform = load_platform(home)
         configure_logging(home / "logs" / "simbdp.jsonl")
         store = StateStore.open(platform.config)
         manager = BatchIngestManager(platform, store)
         console.rule("simbdp demo")
         console.print(f"platform home: {home}")
+        api = threading.Thread(target=serve_api, args=(platform, api_stop), daemon=True,
+                               name="simbdp-demo-api")
+        api.start()
+        url = f"http://127.0.0.1:{port}/dashboard"
+        # a key of the demo's own, printed on the terminal only (never logged)
+        operator_key = create_key(store, OPERATOR)
+        console.print(f"live dashboard: {url} (sign in with the operator key "
+                      f"{operator_key})", soft_wrap=True)
         console.print("tenants: reddit (CSV + app 'clean', keyed table), "
                       "sensors (Parquet + JSON lines, quality rules)")
         count = _drop_files(home)
@@ -118,9 +142,30 @@ def run_demo(keep: Path | None = None) -> None:
         _print_rows(platform)
         console.print(f"demo finished in {time.monotonic() - started:.1f} s; logs: "
                       f"{home / 'logs' / 'simbdp.jsonl'}")
+        console.print(f"dashboard served during the run: {url} (operator key {operator_key}; "
+                      "`simbdp top --home " + str(home) + "` shows the same in a terminal)",
+                      soft_wrap=True)
+        if keep_serving:
+            console.print("still serving the dashboard; Ctrl-C (or SIGTERM) stops")
+            _wait_for_stop()
     finally:
+        api_stop.set()
+        if api is not None:
+            api.join(10)
         if keep is None:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def _wait_for_stop() -> None:
+    done = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _stream_part(platform: Platform, store: StateStore) -> None:

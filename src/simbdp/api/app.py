@@ -12,8 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from simbdp.api import dashboard, metrics, operator, tenant
 from simbdp.api import health as health_api
-from simbdp.api import metrics, operator, tenant
 from simbdp.api.deps import Services
 from simbdp.observe.logs import get_logger
 from simbdp.profiles import Platform
@@ -36,6 +36,7 @@ def create_app(platform: Platform, store: StateStore) -> FastAPI:
     app.state.services = Services(platform, store, {}, {})
     app.include_router(tenant.router)
     app.include_router(operator.router)
+    dashboard.install(app)
     metrics.install(app)
     app.include_router(health_api.router)
     log = get_logger("simbdp.api")

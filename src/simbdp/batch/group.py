@@ -37,18 +37,7 @@ from simbdp.coredms.base import LedgerEntry, SinkTransaction
 from simbdp.errors import Rejected, SimbdpError, TransientError
 from simbdp.profiles.models import PlatformConfig, TableSpec, TenantProfile
 
-__all__ = ["GROUP_SINK_KINDS", "groupable", "run_file_group"]
-
-#: sinks whose transactions commit several files' ledger rows at once (``commit_many``)
-GROUP_SINK_KINDS = frozenset({"duckdb", "postgres"})
-
-
-def groupable(config: PlatformConfig, profile: TenantProfile) -> bool:
-    """Whether ``profile``'s small files may share a transaction: all its tables in one sink
-    that can commit several files at once."""
-    sinks = {s for t in profile.tables for s in t.sinks}
-    return len(sinks) == 1 and config.sinks[next(iter(sinks))].kind in GROUP_SINK_KINDS
-
+__all__ = ["run_file_group"]
 
 def run_file_group(config: PlatformConfig, profile: TenantProfile, jobs: list[FileJob],
                    warm: Warm) -> list[JobResult]:
@@ -120,6 +109,7 @@ def _run_group(config: PlatformConfig, profile: TenantProfile, jobs: list[FileJo
     for job, result, _ in todo:
         result.write_secs += spent
         result.outcome = "processed"
+        result.sinks[sink_name] = "committed"
         if result.rows_rejected:
             result.rejected_rows_file = str(rejected_rows_path(config, job))
     for job, result, original in twins:

@@ -14,13 +14,13 @@ import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
 import pyarrow as pa
 
 from simbdp.apps import AppContext, AppRunner
+from simbdp.batch.protocol import FileJob, JobResult
 from simbdp.batch.warm import Warm
 from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction
 from simbdp.errors import (
@@ -42,59 +42,13 @@ from simbdp.quality import (
     quarantine_rows,
     write_rejected,
 )
+from simbdp.state.store import short_reason
 
 __all__ = ["FileJob", "JobResult", "check_pass_rates", "content_key", "fault_point",
            "file_outputs", "nul_refused", "read_options", "rejected_rows_path", "rollback_all",
            "run_file_job", "set_outcome"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class FileJob:
-    """A file accepted for ingestion; ``record_id`` is the attempt's ingestion record."""
-
-    record_id: str
-    tenant: str
-    path: Path
-    nbytes: int
-    attempt: int = 1
-    quota_day: str = ""
-    #: tries so far that met an unavailable sink, and when the first of them ended
-    waits: int = 0
-    waiting_since: float | None = None
-
-
-@dataclass
-class JobResult:
-    """What a worker reports back to the manager."""
-
-    outcome: str  # processed | duplicate | rejected | failed | waiting (sink) | retry (died)
-    reason: str | None = None
-    code: str | None = None
-    content_key: str | None = None
-    rows_in: int = 0
-    rows_loaded: int = 0
-    #: of ``rows_loaded``, the rows that replaced a row with the same key (an upsert)
-    rows_updated: int = 0
-    rows_rejected: int = 0
-    #: when the worker took the file (epoch seconds): accepted -> this is the queue wait
-    work_started_at: float | None = None
-    read_secs: float = 0.0
-    app_secs: float = 0.0
-    write_secs: float = 0.0
-    rejected_rows_file: str | None = None
-    #: on a ledger hit: the ingestion id that committed the same content
-    ledger_ingestion_id: str | None = None
-    #: on a ledger hit: the rows that ingestion committed
-    ledger_rows: int | None = None
-    rule_failures: dict[str, int] = field(default_factory=dict)
-    #: quality counts per target table (rows checked, passed, failed per rule)
-    quality: dict[str, QualityStats] = field(default_factory=dict)
-    #: how the app ran: ``bwrap`` (confined) or ``unconfined``; None without an app
-    sandbox: str | None = None
-    #: bytes read once decompressed (the file's size if not compressed): what the file cost
-    decompressed_bytes: int = 0
 
 
 def content_key(path: Path) -> str:
@@ -202,68 +156,91 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
     app, table_names = route
     tables = {t: profile.table(t) for t in table_names}
     options = read_options(config, profile, name, app, table_names)
+    names = sorted({s for t in tables.values() for s in t.sinks})
+    try:
+        with ExitStack() as stack:
+            # the file's hash, the app's start-up and opening the sinks overlap
+            hashing = stack.enter_context(ThreadPoolExecutor(1)).submit(content_key, job.path)
+            runner = None
+            if app is not None:
+                runner = warm.runner(config, tenant, app)
+                result.sandbox = "bwrap" if runner.confined else "unconfined"
+            opened = {n: warm.sink(config, n, profile) for n in names}
+            result.content_key = hashing.result()
+            txns = _begin(profile, job, result, opened)
+            stack.callback(rollback_all, txns)
+            _write_and_commit(config, profile, job, result, tables, txns, opened, options,
+                              runner, app)
+    except TransientError as e:  # retried later: the sinks committed now are skipped then
+        for n in names:
+            result.sinks.setdefault(n, f"waiting: {short_reason(str(e), 300)}")
+        raise
+    fault_point(config, "batch_after_commit")
+    result.outcome = "processed"
+    if result.rows_rejected:
+        result.rejected_rows_file = str(rejected_rows_path(config, job))
 
-    sinks: dict[str, Sink] = {}
-    with ExitStack() as stack:
-        # the file's hash, the app's start-up and opening the sinks overlap
-        hashing = stack.enter_context(ThreadPoolExecutor(1)).submit(content_key, job.path)
-        runner = None
-        if app is not None:
-            runner = warm.runner(config, tenant, app)
-            result.sandbox = "bwrap" if runner.confined else "unconfined"
-        opened = [(n, warm.sink(config, n, profile))
-                  for n in sorted({s for t in tables.values() for s in t.sinks})]
-        result.content_key = key = hashing.result()
-        for sink_name, sink in opened:
-            hit = sink.ledger_lookup(profile, key)
-            if hit is None:
-                sinks[sink_name] = sink
-            else:
-                result.ledger_ingestion_id, result.ledger_rows = hit.ingestion_id, hit.rows
-        if not sinks:
-            raise DuplicateIngestion(
-                f"tenant {tenant!r}: {name!r} has the same content as {hit.source!r}, "
-                f"already ingested (ingestion {hit.ingestion_id}); nothing loaded")
-        txns: dict[str, SinkTransaction] = {n: s.begin(profile) for n, s in sinks.items()}
-        stack.callback(rollback_all, txns)
-        rejected_file = rejected_rows_path(config, job)
-        # one table in one sink that takes a stream: the whole file in one statement
-        streamed = len(txns) == len(tables) == 1 and all(
-            hasattr(t, "write_stream") for t in txns.values()) and not any(
-            t.quarantine for t in tables.values())  # its rows go to a second table
-        refuse_nul = nul_refused(config, tables)
-        try:
-            _load(job.path, options, runner, app, tables, txns, result, rejected_file, streamed,
-                  refuse_nul, job.record_id)
-        except KeyConflict:
-            # the fast append met keys already in the table: read again and upsert
-            (sink_name,) = txns
-            txns[sink_name] = sinks[sink_name].begin(profile)
-            result.rows_in = result.rows_loaded = result.rows_rejected = 0
-            result.rule_failures.clear()
-            result.quality.clear()
-            rejected_file.unlink(missing_ok=True)
-            _load(job.path, options, runner, app, tables, txns, result, rejected_file, False,
-                  refuse_nul, job.record_id)
-        try:
-            check_pass_rates(tables, result, f"tenant {tenant!r}: {name!r}")
-        except Rejected:  # the stack rolls the sinks back: the file is kept in rejected/
-            if result.rows_rejected:
-                result.rejected_rows_file = str(rejected_file)
-            raise
-        t0 = time.perf_counter()
-        loaded = result.rows_loaded // max(1, len(tables))
-        for sink_name, txn in list(txns.items()):
-            txn.commit(LedgerEntry(tenant=tenant, key=key, source=name,
-                                   ingestion_id=job.record_id, rows=loaded))
-            # each sink of the table holds the same rows: they agree on what was updated
-            result.rows_updated = max(result.rows_updated, txn.rows_updated)
-            del txns[sink_name]
-        result.write_secs += time.perf_counter() - t0
-        fault_point(config, "batch_after_commit")
-        result.outcome = "processed"
+
+def _begin(profile: TenantProfile, job: FileJob, result: JobResult, opened: dict[str, Sink]
+           ) -> dict[str, SinkTransaction]:
+    """A transaction on each sink that does not hold the file yet (an earlier attempt may
+    have committed it to some); DuplicateIngestion if every sink holds it."""
+    key, txns = result.content_key or "", {}
+    hit = None
+    for sink_name, sink in opened.items():
+        hit = sink.ledger_lookup(profile, key)
+        if hit is None:
+            txns[sink_name] = sink.begin(profile)
+        else:
+            result.ledger_ingestion_id, result.ledger_rows = hit.ingestion_id, hit.rows
+            result.sinks[sink_name] = f"already committed by ingestion {hit.ingestion_id}"
+    if hit is not None and not txns:
+        raise DuplicateIngestion(
+            f"tenant {profile.tenant_id!r}: {job.path.name!r} has the same content as "
+            f"{hit.source!r}, already ingested (ingestion {hit.ingestion_id}); nothing loaded")
+    return txns
+
+
+def _write_and_commit(config: PlatformConfig, profile: TenantProfile, job: FileJob,
+                      result: JobResult, tables: dict[str, TableSpec],
+                      txns: dict[str, SinkTransaction], opened: dict[str, Sink],
+                      options: ReadOptions, runner: AppRunner | None, app: AppSpec | None
+                      ) -> None:
+    rejected_file = rejected_rows_path(config, job)
+    # one table in one sink that takes a stream: the whole file in one statement
+    streamed = len(txns) == len(tables) == 1 and all(
+        hasattr(t, "write_stream") for t in txns.values()) and not any(
+        t.quarantine for t in tables.values())  # its rows go to a second table
+    refuse_nul = nul_refused(config, tables)
+    try:
+        _load(job.path, options, runner, app, tables, txns, result, rejected_file, streamed,
+              refuse_nul, job.record_id)
+    except KeyConflict:
+        # the fast append met keys already in the table: read again and upsert
+        (sink_name,) = txns
+        txns[sink_name] = opened[sink_name].begin(profile)
+        result.rows_in = result.rows_loaded = result.rows_rejected = 0
+        result.rule_failures.clear()
+        result.quality.clear()
+        rejected_file.unlink(missing_ok=True)
+        _load(job.path, options, runner, app, tables, txns, result, rejected_file, False,
+              refuse_nul, job.record_id)
+    try:
+        check_pass_rates(tables, result, f"tenant {profile.tenant_id!r}: {job.path.name!r}")
+    except Rejected:  # the caller rolls the sinks back: the file is kept in rejected/
         if result.rows_rejected:
             result.rejected_rows_file = str(rejected_file)
+        raise
+    t0 = time.perf_counter()
+    loaded = result.rows_loaded // max(1, len(tables))
+    for sink_name, txn in list(txns.items()):
+        txn.commit(LedgerEntry(tenant=profile.tenant_id, key=result.content_key or "",
+                               source=job.path.name, ingestion_id=job.record_id, rows=loaded))
+        result.sinks[sink_name] = "committed"
+        # each sink of the table holds the same rows: they agree on what was updated
+        result.rows_updated = max(result.rows_updated, txn.rows_updated)
+        del txns[sink_name]
+    result.write_secs += time.perf_counter() - t0
 
 
 def _load(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,

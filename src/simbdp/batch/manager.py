@@ -2,7 +2,7 @@
 
 Every file that reaches a staging folder ends in ``processed/``, ``rejected/`` or ``failed/``
 with a reason file, and every attempt leaves an ingestion record. A file is first renamed
-from staging into a folder of its own under ``inflight/`` (the platform's, not the tenant's),
+from staging into ``inflight/`` (the platform's folder, not the tenant's),
 then checked there through an open descriptor and read there by the worker, so what is read
 is what was checked. Warm worker processes (:mod:`simbdp.batch.worker`) run one file at a
 time each; if one dies (crash, SIGKILL), its transaction never committed, the file is still in
@@ -16,6 +16,7 @@ killed and the file failed. Its one message back is bounded and read while it ru
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -28,9 +29,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from simbdp.batch.group import groupable
-from simbdp.batch.job import FileJob, JobResult
-from simbdp.batch.scheduler import FairQueue
+from simbdp.batch.protocol import FileJob, JobResult
+from simbdp.batch.scheduler import FairQueue, groupable
 from simbdp.batch.staging import (
     FileTracker,
     check_name,
@@ -50,7 +50,7 @@ from simbdp.formats import detect_format
 from simbdp.observe.logs import get_logger
 from simbdp.profiles.loader import Platform
 from simbdp.profiles.models import TenantProfile
-from simbdp.quality import quality_json
+from simbdp.quality.stats import quality_json
 from simbdp.state import StateStore, short_reason, today
 
 __all__ = ["BatchIngestManager", "Submission"]
@@ -91,7 +91,8 @@ class _Running:
 class BatchIngestManager:
     """Runs batch ingestion for every tenant of a platform."""
 
-    def __init__(self, platform: Platform, store: StateStore):
+    def __init__(self, platform: Platform, store: StateStore, *, warm: int | None = None):
+        """``warm``: workers to start now (default ``workers``); more start when needed."""
         self.platform, self.config, self.store = platform, platform.config, store
         self.queue: FairQueue[FileJob] = FairQueue(per_tenant=self._tenant_limit)
         self.tracker = FileTracker(self.config.stable_secs)
@@ -107,7 +108,8 @@ class BatchIngestManager:
         self._pending_lock = threading.Lock()
         self._watcher: StagingWatcher | None = None
         # warm workers, started now (each imports pyarrow, duckdb...), not with the first file
-        self._idle: list[WorkerProcess] = [WorkerProcess() for _ in range(self.config.workers)]
+        start = self.config.workers if warm is None else min(warm, self.config.workers)
+        self._idle: list[WorkerProcess] = [WorkerProcess() for _ in range(start)]
         for tenant in platform.tenants:
             prepare_tenant_dirs(self.config, tenant)
         self._ensure_tables()
@@ -533,7 +535,8 @@ class BatchIngestManager:
                                  content_key=result.content_key, sandbox=result.sandbox,
                                  decompressed_bytes=decompressed,
                                  work_started_at=result.work_started_at,
-                                 quality=quality_json(result.quality), **stats)
+                                 quality=quality_json(result.quality),
+                                 sinks=_sinks_json(result), **stats)
         log = self.log.info if outcome == "processed" else self.log.warning
         log(outcome, tenant=tenant, file=path.name, record=job.record_id,
             reason=short_reason(result.reason), **stats)
@@ -554,7 +557,7 @@ class BatchIngestManager:
         delay *= random.uniform(0.75, 1.0)  # jitter: files do not all come back at once
         reason = (f"waiting for the sink since {waited:.0f} s, next try in {delay:.1f} s: "
                   f"{result.reason}")
-        self.store.mark_record(job.record_id, "waiting", reason)
+        self.store.mark_record(job.record_id, "waiting", reason, sinks=_sinks_json(result))
         self._retries.append((time.monotonic() + delay,
                               replace(job, waits=job.waits + 1, waiting_since=since)))
         log = self.log.warning if job.waits == 0 else self.log.info
@@ -658,3 +661,8 @@ class BatchIngestManager:
         out.extend((j.tenant, j) for _, j in self._retries)
         self._retries.clear()
         return out
+
+
+def _sinks_json(result: JobResult) -> str | None:
+    """The record's ``sinks``: what the attempt left in each sink (JSON), if it reached one."""
+    return json.dumps(result.sinks, sort_keys=True) if result.sinks else None

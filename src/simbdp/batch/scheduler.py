@@ -1,4 +1,5 @@
-"""A fair job queue: round robin across tenants, FIFO within a tenant."""
+"""A fair job queue (round robin across tenants, FIFO within a tenant) and which files may
+share a turn."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-__all__ = ["FairQueue"]
+from simbdp.profiles.models import PlatformConfig, TenantProfile
+
+__all__ = ["GROUP_SINK_KINDS", "FairQueue", "groupable"]
 
 T = TypeVar("T")
 
@@ -59,3 +62,14 @@ class FairQueue(Generic[T]):
 
     def pending(self, tenant: str) -> int:
         return len(self._queues.get(tenant, ()))
+
+
+#: sinks whose transactions commit several files' ledger rows at once (``commit_many``)
+GROUP_SINK_KINDS = frozenset({"duckdb", "postgres"})
+
+
+def groupable(config: PlatformConfig, profile: TenantProfile) -> bool:
+    """Whether ``profile``'s small files may share a transaction: all its tables in one sink
+    that can commit several files at once."""
+    sinks = {s for t in profile.tables for s in t.sinks}
+    return len(sinks) == 1 and config.sinks[next(iter(sinks))].kind in GROUP_SINK_KINDS

@@ -20,9 +20,7 @@ from contextlib import suppress
 from multiprocessing.connection import Connection
 from typing import Any
 
-from simbdp.batch.group import run_file_group
-from simbdp.batch.job import JobResult, run_file_job
-from simbdp.batch.warm import Warm
+from simbdp.batch.protocol import JobResult
 from simbdp.state import short_reason
 
 __all__ = ["MAX_MESSAGE_BYTES", "WorkerProcess", "encode_results"]
@@ -98,6 +96,12 @@ class WorkerProcess:
 def serve_jobs(jobs: Connection, results: Connection) -> None:
     """Run jobs until the manager closes the pipe. A DuckDB session kept for the tenant's
     next file is released if none comes within its hold time."""
+    # imported here, in the worker's process only: the manager imports this module for
+    # WorkerProcess and never needs pyarrow, DuckDB or the app runner
+    from simbdp.batch.group import run_file_group
+    from simbdp.batch.job import run_file_job
+    from simbdp.batch.warm import Warm
+
     warm = Warm()
     try:
         while True:

@@ -22,6 +22,7 @@ from simbdp.cli.report import report
 from simbdp.cli.schema import schema
 from simbdp.cli.stream import publish, stream_app
 from simbdp.cli.tenants import HOME, tenants_app
+from simbdp.cli.top import top
 from simbdp.home import start_home, use_private_umask
 from simbdp.service import run_platform
 from simbdp.state import StateStore
@@ -41,6 +42,7 @@ app.command("report")(report)
 app.command("publish")(publish)
 app.command("schema")(schema)
 app.command("encrypt")(encrypt)
+app.command("top")(top)
 
 
 @app.callback()
@@ -73,7 +75,8 @@ def ingest(
         part.replace(dest)
         staged.append(dest)
     store = StateStore.open(platform.config)
-    manager = BatchIngestManager(platform, store)
+    # one worker now (a DuckDB tenant uses one); more start if the files need them
+    manager = BatchIngestManager(platform, store, warm=1)
     try:
         subs = manager.submit(tenant, staged)
         manager.run_until_idle()
@@ -118,11 +121,14 @@ def serve(home: Path | None = HOME) -> None:
 @app.command()
 def demo(
     keep: Path | None = typer.Option(None, help="use this folder as the demo home and keep it"),
+    keep_serving: bool = typer.Option(False, help="keep serving the dashboard after the "
+                                      "demo, until Ctrl-C"),
 ) -> None:
-    """Run the demo: two tenants, good and bad files, the report and a few rows."""
+    """Run the demo: two tenants, good and bad files, the report and a few rows; the live
+    dashboard is served meanwhile (its URL is printed at the start and the end)."""
     from simbdp.demo import run_demo
 
-    run_demo(keep)
+    run_demo(keep, keep_serving)
 
 
 if __name__ == "__main__":

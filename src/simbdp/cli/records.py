@@ -90,6 +90,8 @@ def show(record_id: str = typer.Argument(..., help="the record id (from the API,
     ]
     if rec["kind"] != "batch":
         rows.append(("messages", f"{rec['messages']:,}"))
+    if rec.get("sinks"):
+        rows += [(f"sink {n}", state) for n, state in json.loads(rec["sinks"]).items()]
     found = find_outcome_file(platform.config, rec)
     if rec.get("quality"):
         rows += _quality_rows(rec["quality"])

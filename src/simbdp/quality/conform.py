@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -60,6 +59,8 @@ def _try_cast(values: pa.ChunkedArray, type_name: str, target: pa.DataType) -> p
         expr = f"COALESCE({expr}, CAST(to_timestamp(TRY_CAST(v AS DOUBLE)) AS TIMESTAMP))"
         if pa.types.is_date(target):
             expr = f"CAST({expr} AS DATE)"
+    import duckdb  # here: only a column whose cast fails needs it
+
     con = duckdb.connect()
     try:
         src = pa.table({"v": values})  # noqa: F841  (read by DuckDB's replacement scan)

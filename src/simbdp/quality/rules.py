@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from simbdp.profiles.models import QualityRule
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = ["SeenValues", "rule_fails"]
 
@@ -119,6 +122,8 @@ class SeenValues:
 
     def _hash(self, values: pa.Array) -> np.ndarray:
         if self._con is None:
+            import duckdb  # here: a process reading quality metadata only never loads it
+
             self._con = duckdb.connect(config={"threads": 1})
         src = pa.table({"v": values})  # noqa: F841  (read by DuckDB's replacement scan)
         hashes = self._con.sql("SELECT hash(v) AS h FROM src").fetchnumpy()["h"] \

@@ -37,7 +37,7 @@ _RECORD_FIELDS = (
     "id", "tenant", "kind", "source", "app", "content_key", "bytes", "rows_in", "rows_loaded",
     "rows_rejected", "messages", "started_at", "ended_at", "read_secs", "app_secs",
     "write_secs", "latency_p50_ms", "latency_p99_ms", "outcome", "reason", "attempt",
-    "quota_day", "sandbox", "decompressed_bytes", "rows_updated", "work_started_at",
+    "quota_day", "sandbox", "decompressed_bytes", "rows_updated", "work_started_at", "sinks",
     "quality",
 )
 
@@ -127,11 +127,12 @@ class StateStore:
             raise ValueError(f"unknown outcome {outcome!r}")
         self._update(record_id, {"ended_at": time.time(), **fields, "outcome": outcome})
 
-    def mark_record(self, record_id: str, state: str, reason: str | None = None) -> None:
+    def mark_record(self, record_id: str, state: str, reason: str | None = None,
+                    **fields: Any) -> None:
         """Set a record that is not finished to ``running`` or ``waiting`` (with why)."""
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
-        self._update(record_id, {"outcome": state, "reason": reason, "ended_at": None})
+        self._update(record_id, {**fields, "outcome": state, "reason": reason, "ended_at": None})
 
     def _update(self, record_id: str, fields: dict[str, Any]) -> None:
         unknown = set(fields) - set(_RECORD_FIELDS)

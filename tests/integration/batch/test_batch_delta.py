@@ -137,3 +137,40 @@ def test_serve_policy_compacts_tables_over_compact_min_files(make_env, comments,
     assert "6 data files over compact_min_files 5" in d["reason"]
     assert compactor.check(env.store) == []  # 1 file now: nothing to do
     assert env.count("acme", sink="lake") == 600
+
+
+def test_a_sink_down_at_commit_waits_and_the_other_is_not_written_twice(make_env, comments,
+                                                                        tmp_path):
+    import json
+    import shutil
+
+    table = {**REDDIT_TABLE, "sinks": ["default", "lake"]}
+    env = make_env([tenant_profile("acme", tables=[table])], stable_secs=0.0, workers=1,
+                   sink_retry_max_secs=0.5,
+                   sinks={"lake": {"kind": "delta", "path": str(tmp_path / "lake")}})
+    drop(env.staging("acme") / "a.csv", comments(100))
+    [first] = env.ingest("acme", "a.csv")
+    assert json.loads(first["sinks"]) == {"default": "committed", "lake": "committed"}
+    # the lake's table breaks after the worker checked it: DuckDB commits, the lake cannot
+    log = tmp_path / "lake" / "acme" / "comments" / "_delta_log"
+    shutil.move(log, tmp_path / "log-aside")
+    log.write_text("not a folder")
+    drop(env.staging("acme") / "b.csv", comments(50, seed=1, start_id=1000))
+    [sub] = env.manager.submit("acme", [env.staging("acme") / "b.csv"])
+    deadline = time.monotonic() + 60
+    while env.store.record(sub.record_id)["outcome"] != "waiting":
+        assert time.monotonic() < deadline
+        env.manager.pump()
+        env.manager.wait(0.1)
+    waiting = env.store.record(sub.record_id)
+    states = json.loads(waiting["sinks"])
+    assert states["default"] == "committed" and states["lake"].startswith("waiting: ")
+    assert env.count("acme") == 150
+    log.unlink()
+    shutil.move(tmp_path / "log-aside", log)
+    env.manager.run_until_idle(timeout_secs=60)
+    done = env.store.record(sub.record_id)
+    assert done["outcome"] == "processed", done
+    assert json.loads(done["sinks"]) == {
+        "default": f"already committed by ingestion {sub.record_id}", "lake": "committed"}
+    assert env.count("acme") == 150 and env.count("acme", sink="lake") == 150

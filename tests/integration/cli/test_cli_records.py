@@ -39,7 +39,7 @@ def test_records_show_prints_timings_rows_files_and_reason(tmp_path):
     assert rec["started_at"] <= rec["work_started_at"] <= rec["ended_at"]  # measured wait
     for words in ("outcome │ processed", "200 in, 200 loaded (0 of them updated a row with "
                   "the same key), 0 rejected", "work s",
-                  "queued s", "accepted at", "no rule failed",
+                  "queued s", "accepted at", "no rule failed", "sink default │ committed",
                   str(processed / "comments.csv"),
                   str(processed / "comments.csv.reason.json")):
         assert words in text, (words, out.stdout)
