@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import random
 import shutil
 import signal
 import socket
@@ -24,6 +25,9 @@ from simbdp.batch import BatchIngestManager
 from simbdp.cli.common import console
 from simbdp.cli.report import print_report
 from simbdp.coredms.base import open_sink
+from simbdp.coredms.compaction import compact_lake
+from simbdp.crypto.files import encrypt_file
+from simbdp.crypto.keyset import load_keyset, new_keyset, save_keyset
 from simbdp.datagen import reddit_comments, sensor_readings
 from simbdp.observe.logs import configure_logging
 from simbdp.profiles import Platform, load_platform
@@ -39,16 +43,19 @@ def make_demo_home(home: Path, api_port: int = 8470) -> None:
     (home / "tenants").mkdir(parents=True, exist_ok=True)
     config: dict[str, object] = {"workers": 2, "stable_secs": 0.2, "rescan_secs": 0.5,
                                  "report_interval_secs": 1.0,
-                                 "api": {"host": "127.0.0.1", "port": api_port}}
+                                 "api": {"host": "127.0.0.1", "port": api_port},
+                                 "sinks": {"lake": {"kind": "delta", "path": str(home / "lake"),
+                                                    "compact_min_files": 0}}}
     problem = sandbox_problem()
     if problem is not None:  # the demo's own app, on a machine without bubblewrap: say so
         console.print(f"[red]tenant apps cannot be confined here ({problem}); the demo runs "
                       "them unconfined (apps.unconfined: true)[/red]")
         config["apps"] = {"unconfined": True}
     (home / "platform.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    for t in ("reddit", "sensors"):
+    for t in ("reddit", "sensors", "shop"):
         (home / "tenants" / f"{t}.yaml").write_text(
             (assets / f"{t}.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    save_keyset(new_keyset(), home / "keys" / "shop.json")  # the shop sends one file encrypted
     app_dir = home / "apps" / "reddit"
     app_dir.mkdir(parents=True, exist_ok=True)
     (app_dir / "wrangle.py").write_text(
@@ -96,7 +103,40 @@ def _drop_files(home: Path) -> int:
     lines = "\n".join(__import__("json").dumps(r) for r in bad).encode()
     _drop(sensors / "readings-3.jsonl", lines)
     _drop(sensors / "big.jsonl", b'{"station": "x"}\n' * 400_000)  # over the 5 MB limit
-    return n + 13
+    return n + 13 + _drop_shop_files(home)
+
+
+def _orders(n: int, seed: int) -> pa.Table:
+    """``n`` shop orders; a few with a negative amount or an unknown country (rule failures)."""
+    rng = random.Random(seed)
+    countries = ["DE", "FI", "FR", "IT", "NL", "SE"]
+    rows = [{"order_id": f"o{seed}-{i}", "country": rng.choice(countries),
+             "amount": round(rng.uniform(1, 500), 2),
+             "placed_at": f"2026-11-{rng.randint(1, 25):02}T{rng.randint(0, 23):02}:00:00"}
+            for i in range(n)]
+    for i in range(0, n, 500):
+        rows[i]["amount"] = -rows[i]["amount"]
+    rows[n // 2]["country"] = "XX"
+    return pa.Table.from_pylist(rows)
+
+
+def _drop_shop_files(home: Path) -> int:
+    """Orders into a Delta lake table: plain files, one encrypted (as ``simbdp encrypt`` makes
+    them) and one encrypted file damaged on the way (rejected: it does not decrypt)."""
+    shop = home / "data" / "shop" / "staging"
+    keyset = load_keyset(home / "keys" / "shop.json", "shop")
+    for i in range(3):
+        _drop(shop / f"orders-{i}.csv", _csv_bytes(_orders(5000, seed=i)))
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / "orders-3.csv"
+        plain.write_bytes(_csv_bytes(_orders(5000, seed=3)))
+        encrypt_file(keyset, plain, Path(tmp) / "orders-3.csv.enc")
+        sealed = (Path(tmp) / "orders-3.csv.enc").read_bytes()
+    _drop(shop / "orders-3.csv.enc", sealed)
+    damaged = bytearray(sealed)
+    damaged[len(damaged) // 2] ^= 1
+    _drop(shop / "orders-4.csv.enc", bytes(damaged))
+    return 5
 
 
 def _free_port() -> int:
@@ -130,7 +170,8 @@ def run_demo(keep: Path | None = None, keep_serving: bool = False) -> None:
         console.print(f"live dashboard: {url} (sign in with the operator key "
                       f"{operator_key})", soft_wrap=True)
         console.print("tenants: reddit (CSV + app 'clean', keyed table), "
-                      "sensors (Parquet + JSON lines, quality rules)")
+                      "sensors (Parquet + JSON lines, quality rules), "
+                      "shop (CSV, one file encrypted, into a Delta Lake table)")
         count = _drop_files(home)
         console.print(f"dropped {count} files (some bad) into the staging folders; ingesting ...")
         stop = threading.Event()
@@ -140,6 +181,7 @@ def run_demo(keep: Path | None = None, keep_serving: bool = False) -> None:
         print_report(store)
         _print_outcomes(store)
         _print_rows(platform)
+        _print_lake(platform)
         console.print(f"demo finished in {time.monotonic() - started:.1f} s; logs: "
                       f"{home / 'logs' / 'simbdp.jsonl'}")
         console.print(f"dashboard served during the run: {url} (operator key {operator_key}; "
@@ -218,10 +260,27 @@ def _print_outcomes(store: StateStore) -> None:
     console.print(t)
 
 
+def _print_lake(platform: Platform) -> None:
+    """The shop's Delta table: a data file per ingested file, then compacted to one."""
+    t = Table(title="lake: Delta tables, compacted (simbdp lake compact)")
+    for col in ("tenant", "table", "files before", "files after", "rows"):
+        t.add_column(col)
+    sink = open_sink(platform.config.sinks["lake"])
+    try:
+        for c in compact_lake(platform):
+            rows = sink.count_rows(platform.tenant(c.tenant), c.table)
+            t.add_row(c.tenant, c.table, str(c.files_before), str(c.files_after), f"{rows:,}")
+    finally:
+        sink.close()
+    console.print(t)
+
+
 def _print_rows(platform: Platform) -> None:
-    for tenant, table in (("reddit", "comments"), ("sensors", "readings")):
+    for tenant, table, sink_name in (("reddit", "comments", "default"),
+                                     ("sensors", "readings", "default"),
+                                     ("shop", "orders", "lake")):
         profile = platform.tenant(tenant)
-        sink = open_sink(platform.config.sinks["default"])
+        sink = open_sink(platform.config.sinks[sink_name])
         try:
             rows = sink.read_rows(profile, table, limit=3)
             total = sink.count_rows(profile, table)

@@ -112,7 +112,7 @@ class BatchIngestManager:
         self._idle: list[WorkerProcess] = [WorkerProcess() for _ in range(start)]
         for tenant in platform.tenants:
             prepare_tenant_dirs(self.config, tenant)
-        self._ensure_tables()
+        self._try_ensure_tables(list(platform.tenants.values()))
 
     def apply(self, platform: Platform) -> None:
         """Take a reloaded platform (any thread): the manager's loop switches to it before
@@ -139,25 +139,27 @@ class BatchIngestManager:
                 left = [p for p in inflight_files(self.config, tenant) if p not in self._taken]
                 if left:
                     self._orphans[tenant] = left
-        try:
-            self._ensure_tables(fresh)
-        except Exception as e:  # a sink away: the files wait and fail or retry as usual
-            self.log.error("ensure_tables_failed", tenants=[p.tenant_id for p in fresh],
-                           reason=f"{type(e).__name__}: {e}")
+        self._try_ensure_tables(fresh)
 
-    def _ensure_tables(self, profiles: list[TenantProfile] | None = None) -> None:
-        """Create every tenant's namespace and tables in each sink it uses."""
-        chosen = list(self.platform.tenants.values()) if profiles is None else profiles
+    def _try_ensure_tables(self, profiles: list[TenantProfile]) -> None:
+        """Create the tenants' namespaces and tables in each sink they use. A sink that is
+        away is logged, not raised: its files wait and retry as usual (a worker ensures the
+        tables again before its first file of a tenant)."""
         for name, settings in self.config.sinks.items():
-            users = [p for p in chosen if any(name in t.sinks for t in p.tables)]
+            users = [p for p in profiles if any(name in t.sinks for t in p.tables)]
             if not users:
                 continue
-            sink = open_sink(settings)
             try:
-                for profile in users:
-                    sink.ensure_tables(profile)
-            finally:
-                sink.close()
+                sink = open_sink(settings)
+                try:
+                    for profile in users:
+                        sink.ensure_tables(profile)
+                finally:
+                    sink.close()
+            except Exception as e:
+                self.log.error("ensure_tables_failed", sink=name,
+                               tenants=[p.tenant_id for p in users],
+                               reason=f"{type(e).__name__}: {e}")
 
     def _tenant_limit(self, tenant: str) -> int:
         # DuckDB takes one writer per database file: a second job of the same tenant would

@@ -174,3 +174,46 @@ def test_a_sink_down_at_commit_waits_and_the_other_is_not_written_twice(make_env
     assert json.loads(done["sinks"]) == {
         "default": f"already committed by ingestion {sub.record_id}", "lake": "committed"}
     assert env.count("acme") == 150 and env.count("acme", sink="lake") == 150
+
+
+def test_a_lake_folder_that_cannot_be_written_makes_files_wait_not_fail(make_env, comments,
+                                                                        tmp_path):
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the lake's folder should be")  # even root cannot mkdir
+    table = {**REDDIT_TABLE, "sinks": ["lake"]}
+    env = make_env([tenant_profile("acme", tables=[table])], stable_secs=0.0,
+                   sink_retry_max_secs=0.5,
+                   sinks={"lake": {"kind": "delta", "path": str(blocker / "lake")}})
+    drop(env.staging("acme") / "a.csv", comments(100))
+    [sub] = env.manager.submit("acme", [env.staging("acme") / "a.csv"])
+    deadline = time.monotonic() + 60
+    while env.store.record(sub.record_id)["outcome"] != "waiting":
+        assert time.monotonic() < deadline
+        env.manager.pump()
+        env.manager.wait(0.1)
+    rec = env.store.record(sub.record_id)
+    assert "delta sink" in rec["reason"] and "cannot create" in rec["reason"], rec["reason"]
+    blocker.unlink()  # the folder can be made now: the file goes in on its next try
+    env.manager.run_until_idle(timeout_secs=60)
+    assert env.store.record(sub.record_id)["outcome"] == "processed"
+    assert env.count("acme", sink="lake") == 100
+
+
+def test_two_workers_commit_into_one_keyed_delta_table_without_conflict(make_env, tmp_path):
+    table = {**REDDIT_TABLE, "sinks": ["lake"], "primary_key": ["subreddit", "id"]}
+    env = make_env([tenant_profile("acme", tables=[table])], stable_secs=0.0, workers=2,
+                   small_file_bytes=0,
+                   sinks={"lake": {"kind": "delta", "path": str(tmp_path / "lake")}})
+    header = "created_utc,ups,subreddit,id,author,score,body\n"
+    names = []
+    for f in range(8):  # keys k0..k19 over and over: every file meets keys of the others
+        rows = "".join(f"{f},{f},r,k{(f * 5 + i) % 20},x,1,b\n" for i in range(10))
+        names.append(f"f{f}.csv")
+        drop(env.staging("acme") / names[-1], (header + rows).encode())
+    env.manager.submit("acme", [env.staging("acme") / n for n in names])
+    env.manager.pump()
+    assert len(env.manager._running) == 2  # two files at once, into one table
+    env.manager.run_until_idle(timeout_secs=120)
+    recs = [r for r in env.store.records("acme") if r["outcome"] != "interrupted"]
+    assert [r["outcome"] for r in recs] == ["processed"] * 8, recs
+    assert env.count("acme", sink="lake") == 20

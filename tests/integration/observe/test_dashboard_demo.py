@@ -54,7 +54,11 @@ def test_the_demo_prints_its_dashboard_and_keeps_serving(tmp_path):
                       params={"window_secs": 3600}, headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200, r.text
         views = {v["tenant"]: v for v in r.json()["tenants"]}
-        assert set(views) == {"reddit", "sensors"}
+        assert set(views) == {"reddit", "sensors", "shop"}
+        # the shop's lake table and its encrypted file: one decrypted and loaded, one damaged
+        text = "".join(out)
+        assert "lake: Delta tables, compacted" in text and "shop.orders: 19,960 rows" in text
+        assert views["shop"]["totals"]["files"] == {"processed": 4, "rejected": 1}
         from simbdp.profiles import load_platform
 
         store = StateStore.open(load_platform(home).config)

@@ -1,0 +1,142 @@
+"""The cost of metrics on the hot path: batch throughput with ``/metrics`` scraped vs not.
+
+    python -m benchmarks.bench_metrics_overhead [--files 200] [--rows 5000] [--repeat 3]
+        [--interval 1.0]
+
+simbdp keeps no counters on the hot path: ``/metrics`` is computed from the records when it
+is scraped. So "metrics on" means what a deployment does: a scraper calling ``GET /metrics``
+every ``--interval`` seconds while files flow. Each run is a fresh ``simbdp serve`` (a
+subprocess, DuckDB sink, no app); ``--files`` CSV files of ``--rows`` rows are renamed into
+the staging folder at once and timed from the drop to the last record. Runs alternate off/on;
+medians compared (target: on >= 97% of off's files/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+
+from benchmarks.common import DATA
+from simbdp.datagen import reddit_comments
+from simbdp.state import StateStore
+from simbdp.state.keys import OPERATOR, create_key
+from simbdp.testing import make_platform, tenant_profile
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(url: str, key: str, interval: float, stop: threading.Event, got: list[float]
+            ) -> None:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                r.read()
+            got.append(time.perf_counter() - t0)
+        except OSError:
+            pass  # not listening yet
+        stop.wait(max(0.0, interval - (time.perf_counter() - t0)))
+
+
+def run(files: list[Path], scrape_every: float | None) -> tuple[float, int]:
+    """Seconds from the drop to the last record; scrapes answered meanwhile."""
+    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+        root, port = Path(tmp), _port()
+        profile = tenant_profile("acme", batch={"max_files_per_day": 1_000_000,
+                                                "max_bytes_per_day": "1TB"})
+        platform = make_platform(root / "home", [profile], api={"port": port})
+        store = StateStore.open(platform.config)
+        key = create_key(store, OPERATOR)
+        store.close()
+        cli = Path(sys.executable).with_name("simbdp")
+        with (root / "serve.log").open("wb") as log:
+            proc = subprocess.Popen([str(cli), "serve", "--home", str(root / "home")],
+                                    stdout=log, stderr=subprocess.STDOUT)
+        stop, got = threading.Event(), []
+        try:
+            health = f"http://127.0.0.1:{port}/v1/health"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(health, timeout=2).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise SystemExit(f"simbdp serve did not start; see {root}/serve.log"
+                                         ) from None
+                    time.sleep(0.1)
+            scraper = threading.Thread(target=_scrape, args=(
+                f"http://127.0.0.1:{port}/metrics", key, scrape_every, stop, got), daemon=True)
+            src = root / "src"
+            src.mkdir()
+            copies = [Path(shutil.copyfile(f, src / f.name)) for f in files]
+            staging = platform.config.staging_dir("acme")
+            if scrape_every is not None:
+                scraper.start()
+            started = time.time()
+            for c in copies:
+                os.rename(c, staging / c.name)
+            db = sqlite3.connect(root / "home" / "state.sqlite", timeout=30)
+            while True:
+                done, last = db.execute(
+                    "SELECT count(*), max(ended_at) FROM ingestions WHERE outcome = 'processed'"
+                ).fetchone()
+                if done >= len(files):
+                    break
+                time.sleep(0.02)
+            db.close()
+            return float(last) - started, len(got)
+        finally:
+            stop.set()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=200)
+    ap.add_argument("--rows", type=int, default=5000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--interval", type=float, default=1.0)
+    args = ap.parse_args()
+    DATA.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+        files = []
+        for i in range(args.files):
+            path = Path(tmp) / f"comments-{i:05}.csv"
+            pacsv.write_csv(reddit_comments(args.rows, seed=i, start_id=i * args.rows), path)
+            files.append(path)
+        off, on, scrapes = [], [], []
+        for i in range(args.repeat):
+            off.append(run(files, None)[0])
+            secs, n = run(files, args.interval)
+            on.append(secs)
+            scrapes.append(n)
+            print(f"run {i + 1}: metrics off {off[-1]:.2f} s, scraped every "
+                  f"{args.interval:g} s {on[-1]:.2f} s ({n} scrapes)", flush=True)
+    o, s = statistics.median(off), statistics.median(on)
+    print(f"{args.files} files x {args.rows} rows, medians of {args.repeat}: off {o:.2f} s, "
+          f"scraped {s:.2f} s: throughput with metrics = {o / s:.0%} of without (target >= 97%)")
+
+
+if __name__ == "__main__":
+    main()
