@@ -75,8 +75,10 @@ def streams(_: Caller = Depends(operator), svc: Services = Depends(services)
 def report(_: Caller = Depends(operator), svc: Services = Depends(services),
            since: float | None = None) -> dict[str, Any]:
     """The platform report: batch and stream figures per tenant."""
-    return {"batch": [asdict(s) for s in batch_summary(svc.store, since=since)],
-            "stream": [asdict(s) for s in stream_summary(svc.store, since=since)]}
+    return {"batch": [{**asdict(s), "quality": s.quality.as_dict()}
+                      for s in batch_summary(svc.store, since=since)],
+            "stream": [{**asdict(s), "quality": s.quality.as_dict()}
+                       for s in stream_summary(svc.store, since=since)]}
 
 
 class BrokerCredentials(BaseModel):

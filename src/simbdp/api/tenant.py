@@ -80,6 +80,16 @@ def records(p: TenantProfile = Depends(tenant_of), svc: Services = Depends(servi
     return rows
 
 
+@router.get("/stream-reports")
+def stream_reports(p: TenantProfile = Depends(tenant_of), svc: Services = Depends(services),
+                   app: str | None = None,
+                   since: float | None = Query(None, description="epoch seconds"),
+                   limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+    """The tenant's stream reports (one instance's window of micro-batches: messages, rows,
+    latency, quality), newest first."""
+    return svc.store.stream_reports(p.tenant_id, app=app, since=since, limit=limit)
+
+
 @router.put("/files/{name}", status_code=202, response_model=UploadResult)
 async def upload(name: str, request: Request, p: TenantProfile = Depends(tenant_of),
                  svc: Services = Depends(services),
@@ -222,7 +232,7 @@ def rows(table: str, request: Request, limit: int = Query(100, ge=1, le=10_000),
     on its columns."""
     from simbdp.coredms.base import open_sink
 
-    spec = next((t for t in p.tables if t.name == table), None)
+    spec = next((t for t in p.sink_tables() if t.name == table), None)
     if spec is None:
         raise ApiError(404, "not_found", f"no table {table!r} for this tenant")
     where = {k: v for k, v in request.query_params.items() if k != "limit"}

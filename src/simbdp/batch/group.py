@@ -22,6 +22,7 @@ import pyarrow as pa
 from simbdp.batch.job import (
     FileJob,
     JobResult,
+    check_pass_rates,
     content_key,
     fault_point,
     file_outputs,
@@ -136,8 +137,11 @@ def _read_whole(config: PlatformConfig, profile: TenantProfile, job: FileJob,
         runner = warm.runner(config, profile.tenant_id, app)
         result.sandbox = "bwrap" if runner.confined else "unconfined"
     options = read_options(config, profile, name, app, table_names)
-    return list(file_outputs(job.path, options, runner, app, tables, result,
-                             rejected_rows_path(config, job), nul_refused(config, tables)))
+    outputs = list(file_outputs(job.path, options, runner, app, tables, result,
+                                rejected_rows_path(config, job), nul_refused(config, tables),
+                                job.record_id))
+    check_pass_rates(tables, result, f"tenant {profile.tenant_id!r}: {name!r}")
+    return outputs
 
 
 def _write(txn: SinkTransaction, todo: list[tuple[FileJob, JobResult,

@@ -33,11 +33,20 @@ from simbdp.errors import (
 from simbdp.formats import ReadOptions, ReadStats, detect_format, is_encrypted, read_batches
 from simbdp.profiles.models import AppSpec, PlatformConfig, TableSpec, TenantProfile
 from simbdp.profiles.types import arrow_type
-from simbdp.quality import conform, dedupe_last, write_rejected
+from simbdp.quality import (
+    QualityStats,
+    SeenValues,
+    conform,
+    dedupe_last,
+    pass_rate_breach,
+    quarantine_rows,
+    write_rejected,
+)
 from simbdp.state.store import short_reason
 
-__all__ = ["FileJob", "JobResult", "content_key", "fault_point", "file_outputs", "nul_refused",
-           "read_options", "rejected_rows_path", "rollback_all", "run_file_job", "set_outcome"]
+__all__ = ["FileJob", "JobResult", "check_pass_rates", "content_key", "fault_point",
+           "file_outputs", "nul_refused", "read_options", "rejected_rows_path", "rollback_all",
+           "run_file_job", "set_outcome"]
 
 T = TypeVar("T")
 
@@ -200,20 +209,28 @@ def _write_and_commit(config: PlatformConfig, profile: TenantProfile, job: FileJ
     rejected_file = rejected_rows_path(config, job)
     # one table in one sink that takes a stream: the whole file in one statement
     streamed = len(txns) == len(tables) == 1 and all(
-        hasattr(t, "write_stream") for t in txns.values())
+        hasattr(t, "write_stream") for t in txns.values()) and not any(
+        t.quarantine for t in tables.values())  # its rows go to a second table
     refuse_nul = nul_refused(config, tables)
     try:
         _load(job.path, options, runner, app, tables, txns, result, rejected_file, streamed,
-              refuse_nul)
+              refuse_nul, job.record_id)
     except KeyConflict:
         # the fast append met keys already in the table: read again and upsert
         (sink_name,) = txns
         txns[sink_name] = opened[sink_name].begin(profile)
         result.rows_in = result.rows_loaded = result.rows_rejected = 0
         result.rule_failures.clear()
+        result.quality.clear()
         rejected_file.unlink(missing_ok=True)
         _load(job.path, options, runner, app, tables, txns, result, rejected_file, False,
-              refuse_nul)
+              refuse_nul, job.record_id)
+    try:
+        check_pass_rates(tables, result, f"tenant {profile.tenant_id!r}: {job.path.name!r}")
+    except Rejected:  # the caller rolls the sinks back: the file is kept in rejected/
+        if result.rows_rejected:
+            result.rejected_rows_file = str(rejected_file)
+        raise
     t0 = time.perf_counter()
     loaded = result.rows_loaded // max(1, len(tables))
     for sink_name, txn in list(txns.items()):
@@ -228,11 +245,12 @@ def _write_and_commit(config: PlatformConfig, profile: TenantProfile, job: FileJ
 
 def _load(path: Path, options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
           tables: dict[str, TableSpec], txns: dict[str, SinkTransaction], result: JobResult,
-          rejected_file: Path, streamed: bool, refuse_nul: frozenset[str] = frozenset()
-          ) -> None:
+          rejected_file: Path, streamed: bool, refuse_nul: frozenset[str] = frozenset(),
+          record_id: str = "") -> None:
     """Read -> app -> conform in a thread while the sinks write the previous chunk."""
     started = time.perf_counter()
-    outputs = file_outputs(path, options, runner, app, tables, result, rejected_file, refuse_nul)
+    outputs = file_outputs(path, options, runner, app, tables, result, rejected_file, refuse_nul,
+                           record_id)
     with _Prefetch(outputs) as chunks:
         if streamed:
             (txn,), (table,) = txns.values(), tables.values()
@@ -299,6 +317,15 @@ class _Prefetch(Generic[T]):
             yield item  # type: ignore[misc]
 
 
+def check_pass_rates(tables: dict[str, TableSpec], result: JobResult, what: str) -> None:
+    """Raise Rejected (``low_pass_rate``) if a table's rows of the file passed its checks
+    less often than its ``min_pass_rate``; call it once the whole file is conformed."""
+    for tname, stats in result.quality.items():
+        breach = pass_rate_breach(tables[tname], stats, what)
+        if breach is not None:
+            raise Rejected(breach, "low_pass_rate")
+
+
 def rejected_rows_path(config: PlatformConfig, job: FileJob) -> Path:
     """Where the rows of ``job``'s file that failed a rule or a cast are written."""
     return config.tenant_dir(job.tenant) / "rejected-rows" / f"{job.record_id}-{job.path.name}.csv"
@@ -313,12 +340,13 @@ def nul_refused(config: PlatformConfig, tables: dict[str, TableSpec]) -> frozens
 
 def file_outputs(path: Path, options: ReadOptions, runner: AppRunner | None,
                  app: AppSpec | None, tables: dict[str, TableSpec], result: JobResult,
-                 rejected_file: Path, refuse_nul: frozenset[str] = frozenset()
-                 ) -> Generator[tuple[TableSpec, pa.Table], None, None]:
+                 rejected_file: Path, refuse_nul: frozenset[str] = frozenset(),
+                 record_id: str = "") -> Generator[tuple[TableSpec, pa.Table], None, None]:
     """Read -> app -> conform, chunk by chunk: the rows that fit each target table. The next
     chunk is read (in a thread of its own) while the app works on this one."""
     names = tuple(tables)
     stats = ReadStats()
+    seen = {t: SeenValues() for t in names}  # unique rules look over the whole file
     reading = _grouped(_timed(_counted(read_batches(path, options, stats), stats, result),
                               result), 4 * options.block_bytes)
     with _Prefetch(reading) as chunks:
@@ -334,7 +362,7 @@ def file_outputs(path: Path, options: ReadOptions, runner: AppRunner | None,
             result.app_secs += time.perf_counter() - t0
             for tname, data in outputs.items():
                 yield from _conformed(tables[tname], data, path, result, rejected_file,
-                                      tname in refuse_nul)
+                                      tname in refuse_nul, seen[tname], record_id)
 
 
 def _counted(batches: Iterator[pa.RecordBatch], stats: ReadStats, result: JobResult
@@ -347,9 +375,14 @@ def _counted(batches: Iterator[pa.RecordBatch], stats: ReadStats, result: JobRes
 
 
 def _conformed(table: TableSpec, data: pa.Table, path: Path, result: JobResult,
-               rejected_file: Path, refuse_nul: bool = False
-               ) -> Iterator[tuple[TableSpec, pa.Table]]:
-    conformed = conform(data, table, path.name, refuse_nul=refuse_nul)
+               rejected_file: Path, refuse_nul: bool = False, seen: SeenValues | None = None,
+               record_id: str = "") -> Iterator[tuple[TableSpec, pa.Table]]:
+    conformed = conform(data, table, path.name, refuse_nul=refuse_nul, seen=seen)
+    stats = result.quality.setdefault(table.name, QualityStats())
+    if table.quarantine and conformed.rows_rejected:  # rows numbered over the whole file
+        yield table.quarantine_table(), quarantine_rows(
+            conformed.rejected, table, path.name, record_id, stats.rows_checked)
+    stats.add(conformed.stats)
     good = conformed.good
     if table.primary_key and good.num_rows:
         good = dedupe_last(good, table.primary_key)

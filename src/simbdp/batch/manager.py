@@ -50,6 +50,7 @@ from simbdp.formats import detect_format
 from simbdp.observe.logs import get_logger
 from simbdp.profiles.loader import Platform
 from simbdp.profiles.models import TenantProfile
+from simbdp.quality.stats import quality_json
 from simbdp.state import StateStore, short_reason, today
 
 __all__ = ["BatchIngestManager", "Submission"]
@@ -540,6 +541,7 @@ class BatchIngestManager:
                                  content_key=result.content_key, sandbox=result.sandbox,
                                  decompressed_bytes=decompressed,
                                  work_started_at=result.work_started_at,
+                                 quality=quality_json(result.quality),
                                  sinks=_sinks_json(result), **stats)
         log = self.log.info if outcome == "processed" else self.log.warning
         log(outcome, tenant=tenant, file=path.name, record=job.record_id,

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from simbdp.quality.stats import QualityStats
 
 __all__ = ["FileJob", "JobResult"]
 
@@ -51,6 +55,8 @@ class JobResult:
     #: on a ledger hit: the rows that ingestion committed
     ledger_rows: int | None = None
     rule_failures: dict[str, int] = field(default_factory=dict)
+    #: quality counts per target table (rows checked, passed, failed per rule)
+    quality: dict[str, QualityStats] = field(default_factory=dict)
     #: how the app ran: ``bwrap`` (confined) or ``unconfined``; None without an app
     sandbox: str | None = None
     #: bytes read once decompressed (the file's size if not compressed): what the file cost

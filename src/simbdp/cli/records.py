@@ -14,6 +14,7 @@ from rich.table import Table
 from simbdp.cli.common import EXIT_USAGE, console, err_console, load
 from simbdp.observe.report import queue_secs, work_secs
 from simbdp.profiles.models import PlatformConfig
+from simbdp.quality import QualityStats
 from simbdp.state import StateStore
 from simbdp.units import format_bytes
 
@@ -56,7 +57,11 @@ def show(record_id: str = typer.Argument(..., help="the record id (from the API,
     """Print one ingestion record whole: what, when, how long (at work and queued), rows,
     quality rule failures, the reason and the files it left."""
     platform = load(home)
-    rec = StateStore.open(platform.config).record(record_id)
+    store = StateStore.open(platform.config)
+    rec = store.record(record_id)
+    if rec is None and (report := store.stream_report(record_id)) is not None:
+        _show_stream_report(report)
+        return
     if rec is None:
         err_console.print(f"[red]error[/red] no record {escape(record_id)!r}; "
                           "`simbdp report` and GET /v1/tenants/{tenant}/records list them",
@@ -88,15 +93,51 @@ def show(record_id: str = typer.Argument(..., help="the record id (from the API,
     if rec.get("sinks"):
         rows += [(f"sink {n}", state) for n, state in json.loads(rec["sinks"]).items()]
     found = find_outcome_file(platform.config, rec)
+    if rec.get("quality"):
+        rows += _quality_rows(rec["quality"])
     if found is not None:
         path, reason, details = found
         quality = details.get("quality") or {}
-        rows += [("quality", ", ".join(f"{k}: {v:,}" for k, v in quality.items())
-                  if quality else "no rule failed"),
-                 ("file", str(path)), ("reason file", str(reason))]
+        if not rec.get("quality"):  # a record written before quality metadata was stored
+            rows.append(("quality", ", ".join(f"{k}: {v:,}" for k, v in quality.items())
+                         if quality else "no rule failed"))
+        rows += [("file", str(path)), ("reason file", str(reason))]
         if details.get("rejected_rows_file"):
             rows.append(("rejected rows", str(details["rejected_rows_file"])))
     rows.append(("reason", rec["reason"] or "-"))
+    for k, v in rows:
+        t.add_row(k, escape(v))
+    console.print(t)
+
+
+def _quality_rows(quality: dict[str, Any]) -> list[tuple[str, str]]:
+    """The quality metadata of a record or a stream report: totals, then each table's if
+    there are several."""
+    total = QualityStats.from_dict(quality)
+    line = total.describe()
+    rows = [("quality", line if total.failed or total.rows_failed_schema
+             else f"{line}; no rule failed")]
+    tables = quality.get("tables") or {}
+    if len(tables) > 1:
+        rows += [(f"quality {t}", QualityStats.from_dict(q).describe())
+                 for t, q in sorted(tables.items())]
+    return rows
+
+
+def _show_stream_report(rep: dict[str, Any]) -> None:
+    """A stream report (one instance's window of micro-batches) whole."""
+    t = Table(title=f"stream report {rep['id']}", show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value", overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("tenant", rep["tenant"]), ("kind", "stream"), ("app", rep["app"]),
+        ("instance", rep["instance"]),
+        ("window", f"{_when(rep['window_start'])} -> {_when(rep['window_end'])}"),
+        ("messages", f"{rep['messages']:,} ({format_bytes(rep['bytes'])})"),
+        ("rows", f"{rep['rows_loaded']:,} loaded, {rep['rows_rejected']:,} dead-lettered"),
+    ]
+    rows += _quality_rows(rep["quality"]) if rep.get("quality") else [
+        ("quality", "no rows checked")]
     for k, v in rows:
         t.add_row(k, escape(v))
     console.print(t)

@@ -11,12 +11,19 @@ import typer
 from rich.table import Table
 
 from simbdp.cli.common import console, load
-from simbdp.observe.report import batch_summary, stream_summary, unconfined_runs
+from simbdp.observe.report import (
+    BatchSummary,
+    StreamSummary,
+    batch_summary,
+    stream_summary,
+    unconfined_runs,
+)
 from simbdp.profiles import Platform
+from simbdp.quality.stats import percent
 from simbdp.state import StateStore
 from simbdp.units import format_bytes
 
-__all__ = ["parse_since", "print_disabled", "print_report", "report"]
+__all__ = ["parse_since", "print_disabled", "print_quality", "print_report", "report"]
 
 _REL = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
@@ -47,7 +54,8 @@ def print_report(store: StateStore, tenant: str | None = None, since: float | No
     t.caption = ("mean s, p95 s: accepted -> done; work s: read + app + write (mean); "
                  "queued s: accepted -> taken by a worker (mean); updated: rows loaded that "
                  "replaced a row with the same key; MiB/s: bytes read per second of work")
-    for s in batch_summary(store, tenant, since):
+    batches = batch_summary(store, tenant, since)
+    for s in batches:
         t.add_row(s.tenant, str(s.accepted), str(s.rejected), str(s.failed), str(s.duplicate),
                   f"[yellow]{s.waiting}[/yellow]" if s.waiting else "0",
                   format_bytes(s.bytes), format_bytes(s.decompressed_bytes),
@@ -67,9 +75,35 @@ def print_report(store: StateStore, tenant: str | None = None, since: float | No
                        f"{s.latency_p99_ms:.1f}", str(s.instances_max), str(s.scale_ups),
                        str(s.scale_downs))
         console.print(st)
+    print_quality(batches, streams)
     for t_id, n in unconfined_runs(store, tenant, since).items():
         console.print(f"[red]tenant {t_id}: {n} app runs without the sandbox "
                       "(apps.unconfined: true)[/red]")
+
+
+def print_quality(batches: list[BatchSummary], streams: list[StreamSummary]) -> None:
+    """Rows checked, passed, the pass rate and the rules failed most, per tenant (batch) and
+    per tenant and stream app."""
+    rows = [(s.tenant, "batch", s.quality) for s in batches]
+    rows += [(s.tenant, f"stream {s.app}", s.quality) for s in streams]
+    rows = [r for r in rows if r[2].rows_checked]
+    if not rows:
+        return
+    t = Table(title="quality per tenant")
+    for col in ("tenant", "path", "rows checked", "rows passed", "pass rate",
+                "failed (rule: rows)"):
+        t.add_column(col, justify="left" if col in ("tenant", "path", "failed (rule: rows)")
+                     else "right", overflow="fold")
+    for tenant, path, q in rows:
+        failed = sorted(q.failed.items(), key=lambda x: (-x[1], x[0]))
+        text = [f"{r}: {n:,}" for r, n in failed[:5]]
+        if len(failed) > 5:
+            text.append(f"+{len(failed) - 5} more")
+        if q.rows_failed_schema:
+            text.append(f"types/required: {q.rows_failed_schema:,}")
+        t.add_row(tenant, path, f"{q.rows_checked:,}", f"{q.rows_passed:,}",
+                  percent(q.pass_rate or 0.0), ", ".join(text) or "-")
+    console.print(t)
 
 
 def print_disabled(platform: Platform, tenant: str | None = None) -> None:

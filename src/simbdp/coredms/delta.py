@@ -246,7 +246,7 @@ class DeltaSink:
             self.tenant_dir(profile).mkdir(parents=True, exist_ok=True)
             DeltaTable.create(self.table_uri(profile, LEDGER_TABLE), LEDGER_SCHEMA,
                               mode="ignore")
-            for t in profile.tables:
+            for t in profile.sink_tables():
                 DeltaTable.create(self.table_uri(profile, t.name), t.arrow_schema(),
                                   partition_by=t.partition_by or None, mode="ignore")
                 self._add_columns(profile, t)

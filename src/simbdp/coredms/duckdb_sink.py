@@ -271,7 +271,7 @@ class DuckDBSink:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(ns)}")
             for stmt in ledger_sql(ns, "VARCHAR", "TIMESTAMPTZ"):
                 con.execute(stmt)
-            for table in profile.tables:
+            for table in profile.sink_tables():
                 con.execute(create_table_sql(ns, table, duckdb_type))
                 have = {r[0] for r in con.execute(
                     "SELECT column_name FROM information_schema.columns "

@@ -260,7 +260,7 @@ class PostgresSink:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(ns)}")
             for stmt in ledger_sql(ns, "text", "timestamptz"):
                 conn.execute(stmt)
-            for table in profile.tables:
+            for table in profile.sink_tables():
                 conn.execute(create_table_sql(ns, table, postgres_type))
                 for c in table.columns:
                     if c.nullable and c.name not in table.primary_key:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from simbdp.quality import QualityStats
 from simbdp.state import StateStore
 from simbdp.units import mib
 
@@ -38,6 +39,8 @@ class BatchSummary:
     queue_mean_secs: float = 0.0
     #: MiB read (decompressed) per second of read + app + write time
     mib_per_sec: float = 0.0
+    #: quality, summed over the files (those rejected for their pass rate too)
+    quality: QualityStats = field(default_factory=QualityStats)
 
 
 def work_secs(record: dict[str, Any]) -> float:
@@ -68,6 +71,8 @@ class StreamSummary:
     instances_max: int = 0
     scale_ups: int = 0
     scale_downs: int = 0
+    #: quality, summed over the micro-batches (those dead-lettered for their pass rate too)
+    quality: QualityStats = field(default_factory=QualityStats)
 
 
 def _p(values: list[float], q: float) -> float:
@@ -113,6 +118,8 @@ def batch_summary(store: StateStore, tenant: str | None = None,
             s.rows_loaded += r["rows_loaded"]
             s.rows_updated += r.get("rows_updated") or 0
             s.rows_rejected += r["rows_rejected"]
+            if r.get("quality"):
+                s.quality.add(QualityStats.from_dict(r["quality"]))
         if secs:
             s.mean_secs = statistics.fmean(secs)
             s.p95_secs = _p(secs, 95)
@@ -139,6 +146,9 @@ def stream_summary(store: StateStore, tenant: str | None = None,
         s.bytes = sum(r["bytes"] for r in rs)
         s.rows_loaded = sum(r["rows_loaded"] for r in rs)
         s.rows_rejected = sum(r["rows_rejected"] for r in rs)
+        for r in rs:
+            if r.get("quality"):
+                s.quality.add(QualityStats.from_dict(r["quality"]))
         weighted = [(r["latency_mean_ms"], r["messages"]) for r in rs
                     if r["latency_mean_ms"] is not None and r["messages"]]
         if weighted:

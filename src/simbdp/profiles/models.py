@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "QUARANTINE_COLUMNS",
+    "QUARANTINE_SUFFIX",
     "ApiSettings",
     "AppSpec",
     "AppsSettings",
@@ -39,6 +41,7 @@ __all__ = [
     "StreamLimits",
     "TableSpec",
     "TenantProfile",
+    "parse_age",
 ]
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
@@ -65,20 +68,93 @@ class Column(Model):
         return normalize_type(v)
 
 
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_AGE_SECS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: the column types each check applies to (None: any type)
+_CHECK_TYPES: dict[str, tuple[str, ...] | None] = {
+    "not_null": None, "unique": None, "in": None, "regex": None, "min": None,
+    "max": None,
+    "max_age": ("date", "timestamp", "timestamptz"),
+    "min_length": ("string", "json"), "max_length": ("string", "json"),
+}
+
+
+def parse_age(text: str) -> float:
+    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` in seconds; ValueError otherwise."""
+    m = _AGE.match(text)
+    if m is None:
+        raise ValueError(f"age {text!r}: use a number and a unit s, m, h, d or w, e.g. '7d'")
+    return float(m.group(1)) * _AGE_SECS[m.group(2)]
+
+
 class QualityRule(Model):
     """A vectorised row check: rows failing it are quarantined with the rule's name.
 
-    ``check`` is one of not_null, min, max, regex, in; ``value`` its argument.
+    ``check`` is one of not_null, min, max, regex, in, unique, max_age, min_length,
+    max_length; ``value`` its argument.
     """
 
     name: Identifier
     """Rule name, given as the reason of the rows it rejects."""
     column: Identifier
     """The column the rule checks."""
-    check: Literal["not_null", "min", "max", "regex", "in"]
-    """not_null, min, max, regex or in."""
+    check: Literal["not_null", "min", "max", "regex", "in", "unique", "max_age", "min_length",
+                   "max_length"]
+    """not_null; min, max (numbers, dates, timestamps); regex; in; unique (a value seen on an
+    earlier row of the same file or micro-batch fails; nulls are not compared); max_age (a date
+    or timestamp older than ``value`` fails); min_length, max_length (text, in characters)."""
     value: float | str | list[str] | None = None
-    """The check's argument: a bound for min/max, a pattern for regex, a list for in."""
+    """The check's argument: a bound for min/max, a pattern for regex, a list for in, an age
+    such as ``7d`` (units s, m, h, d, w) for max_age, a number of characters for
+    min_length/max_length; none for not_null and unique."""
+
+    @model_validator(mode="after")
+    def _check_value(self) -> QualityRule:
+        c, v = self.check, self.value
+        what = f"quality rule {self.name!r} ({c})"
+        if c in ("not_null", "unique") and v is not None:
+            raise ValueError(f"{what} takes no value")
+        if c in ("min", "max", "regex", "in", "max_age", "min_length", "max_length") \
+                and v is None:
+            raise ValueError(f"{what} needs a value")
+        if c in ("min_length", "max_length") and (
+                not isinstance(v, float | int) or v < 0 or v != int(v)):
+            raise ValueError(f"{what}: value must be a whole number of characters, not {v!r}")
+        if c == "max_age":
+            if not isinstance(v, str):
+                raise ValueError(f"{what}: value must be an age such as '7d', not {v!r}")
+            parse_age(v)
+        if c == "regex":
+            try:
+                re.compile(str(v))
+            except re.error as e:
+                raise ValueError(f"{what}: bad pattern {v!r}: {e}") from None
+        return self
+
+    @property
+    def age_secs(self) -> float:
+        """max_age: the value in seconds."""
+        return parse_age(str(self.value))
+
+    def problem(self, table: TableSpec) -> str | None:
+        """Why this rule cannot check ``table`` (an unknown column, a check that does not fit
+        the column's type), or None."""
+        cols = {c.name: c.type for c in table.columns}
+        if self.column not in cols:
+            return (f"table {table.name!r}: quality rule {self.name!r} names unknown column "
+                    f"{self.column!r} (columns: {', '.join(cols)})")
+        kinds = _CHECK_TYPES[self.check]
+        kind = cols[self.column].split("(")[0]
+        if kinds is not None and kind not in kinds:
+            return (f"table {table.name!r}: quality rule {self.name!r}: {self.check} does not "
+                    f"apply to column {self.column!r} of type {cols[self.column]}")
+        return None
+
+
+QUARANTINE_SUFFIX = "_quarantine"
+#: the columns a quarantine table adds to the failing row's values
+QUARANTINE_COLUMNS = {"quality_reason": "string", "quality_source": "string",
+                      "quality_ingestion": "string", "quality_row": "int64"}
 
 
 class TableSpec(Model):
@@ -96,8 +172,19 @@ class TableSpec(Model):
     """Names of platform sinks this table is written to (several sinks per table)."""
     quality: list[QualityRule] = []
     """Row checks; rows failing one are rejected with the rule's name."""
+    min_pass_rate: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of rows (0 to 1) of a file or stream micro-batch that must pass the checks (types,
+    required columns, quality rules); below it the whole file is rejected (kept in
+    ``rejected/``) or the whole micro-batch dead-lettered, nothing loaded, the rate in the
+    reason. 0: never."""
     partition_by: list[Identifier] = []
     """Columns a lake (delta) sink partitions the table by; other sinks ignore it."""
+    quarantine: bool = False
+    """Also keep the rows that fail (a type, a required column, a quality rule) in a table
+    ``<name>_quarantine`` in the same sinks, committed with the file: the row's values as
+    text, ``quality_reason``, ``quality_source`` (the file), ``quality_ingestion`` (the
+    record id) and ``quality_row`` (its number in the chunk). Batch files; a stream's failing
+    messages go to its dead-letter queue."""
 
     @model_validator(mode="before")
     @classmethod
@@ -115,9 +202,21 @@ class TableSpec(Model):
         missing = [k for k in self.primary_key if k not in names]
         if missing:
             raise ValueError(f"primary_key columns {missing} are not columns of the table")
-        bad = [r.column for r in self.quality if r.column not in names]
-        if bad:
-            raise ValueError(f"quality rules name unknown columns {bad}")
+        problems = [p for r in self.quality if (p := r.problem(self)) is not None]
+        if problems:
+            raise ValueError("; ".join(problems))
+        rules = [r.name for r in self.quality]
+        if len(set(rules)) != len(rules):
+            raise ValueError(f"table {self.name!r}: quality rule names must be unique")
+        if self.quarantine:
+            if len(self.name) + len(QUARANTINE_SUFFIX) > 63:
+                raise ValueError(f"table {self.name!r}: a name over "
+                                 f"{63 - len(QUARANTINE_SUFFIX)} characters leaves no room "
+                                 f"for its quarantine table ({self.name}{QUARANTINE_SUFFIX})")
+            clash = [c for c in QUARANTINE_COLUMNS if c in names]
+            if clash:
+                raise ValueError(f"table {self.name!r}: columns {clash} are the quarantine "
+                                 "table's own")
         if not self.sinks:
             raise ValueError("sinks must name at least one sink")
         unknown = [c for c in self.partition_by if c not in names]
@@ -128,6 +227,13 @@ class TableSpec(Model):
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    def quarantine_table(self) -> TableSpec:
+        """The table of this table's failing rows (see ``quarantine``)."""
+        cols = [{"name": c.name, "type": "string"} for c in self.columns]
+        cols += [{"name": n, "type": t} for n, t in QUARANTINE_COLUMNS.items()]
+        return TableSpec.model_validate({"name": self.name + QUARANTINE_SUFFIX,
+                                         "columns": cols, "sinks": self.sinks})
 
     def arrow_schema(self) -> pa.Schema:
         import pyarrow as pa  # only where rows are handled: loading profiles does not need it
@@ -264,13 +370,36 @@ class TenantProfile(Model):
     encryption: EncryptionSettings | None = None
     """Encrypted files and messages: the tenant's keyset (unset: none accepted)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _rules_name_columns(cls, data: object) -> object:
+        """A quality rule naming an unknown column, said with the tenant, table, rule and
+        column (the table's own check does not know the tenant)."""
+        if not isinstance(data, dict) or not isinstance(data.get("tables"), list):
+            return data
+        problems = []
+        for t in data["tables"]:
+            if not isinstance(t, dict) or not isinstance(t.get("columns"), list) \
+                    or not isinstance(t.get("quality"), list):
+                continue
+            cols = [c.get("name") for c in t["columns"] if isinstance(c, dict)]
+            problems += [
+                f"tenant {data.get('tenant_id')!r}: table {t.get('name')!r}: quality rule "
+                f"{r.get('name')!r} names unknown column {r.get('column')!r} (columns: "
+                f"{', '.join(map(str, cols))})"
+                for r in t["quality"] if isinstance(r, dict) and r.get("column") not in cols]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> TenantProfile:
         if self.namespace is None:
             object.__setattr__(self, "namespace", self.tenant_id)
-        tables = [t.name for t in self.tables]
+        tables = [t.name for t in self.sink_tables()]
         if len(set(tables)) != len(tables):
-            raise ValueError("table names must be unique")
+            raise ValueError("table names must be unique (a quarantine table is named "
+                             f"<table>{QUARANTINE_SUFFIX})")
         apps = [a.name for a in self.apps]
         if len(set(apps)) != len(apps):
             raise ValueError("app names must be unique")
@@ -285,10 +414,18 @@ class TenantProfile(Model):
         return self.namespace or self.tenant_id
 
     def table(self, name: str) -> TableSpec:
+        """A table of the profile, or the quarantine table of one; KeyError if none."""
         for t in self.tables:
             if t.name == name:
                 return t
+        for t in self.tables:
+            if t.quarantine and name == t.name + QUARANTINE_SUFFIX:
+                return t.quarantine_table()
         raise KeyError(f"tenant {self.tenant_id!r} has no table {name!r}")
+
+    def sink_tables(self) -> list[TableSpec]:
+        """The tables the sinks hold: the profile's and their quarantine tables."""
+        return [*self.tables, *(t.quarantine_table() for t in self.tables if t.quarantine)]
 
     def app(self, name: str) -> AppSpec:
         for a in self.apps:

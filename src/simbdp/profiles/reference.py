@@ -36,6 +36,10 @@ tables:
       - {name: ordered_at, type: timestamp}
     quality:
       - {name: positive_amount, column: amount, check: min, value: 0}
+      - {name: one_row_per_order, column: order_id, check: unique}
+      - {name: recent, column: ordered_at, check: max_age, value: 30d}
+      - {name: customer_named, column: customer, check: min_length, value: 2}
+    min_pass_rate: 0.9  # a file with under 90% of its rows passing is rejected whole
 batch:
   file_types: [csv, jsonl, parquet]
   max_file_bytes: 500MB

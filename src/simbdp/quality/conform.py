@@ -10,16 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from simbdp.errors import SchemaError
-from simbdp.profiles.models import QualityRule, TableSpec
+from simbdp.profiles.models import TableSpec
 from simbdp.profiles.types import arrow_type, duckdb_type
+from simbdp.quality.rules import SeenValues, rule_fails
+from simbdp.quality.stats import QualityStats
 
-__all__ = ["Conformed", "conform", "dedupe_last", "write_rejected"]
+__all__ = ["Conformed", "conform", "dedupe_last", "quarantine_rows", "write_rejected"]
 
 
 @dataclass
@@ -30,10 +32,19 @@ class Conformed:
     rejected: pa.Table
     rows_in: int
     rule_failures: dict[str, int] = field(default_factory=dict)
+    #: rows refused for a type, a missing required value or a NUL byte (not a rule)
+    schema_failures: int = 0
 
     @property
     def rows_good(self) -> int:
         return self.good.num_rows
+
+    @property
+    def stats(self) -> QualityStats:
+        """This batch's quality counts."""
+        return QualityStats(rows_checked=self.rows_in, rows_passed=self.rows_good,
+                            rows_failed_schema=self.schema_failures,
+                            failed=dict(self.rule_failures))
 
     @property
     def rows_rejected(self) -> int:
@@ -48,6 +59,8 @@ def _try_cast(values: pa.ChunkedArray, type_name: str, target: pa.DataType) -> p
         expr = f"COALESCE({expr}, CAST(to_timestamp(TRY_CAST(v AS DOUBLE)) AS TIMESTAMP))"
         if pa.types.is_date(target):
             expr = f"CAST({expr} AS DATE)"
+    import duckdb  # here: only a column whose cast fails needs it
+
     con = duckdb.connect()
     try:
         src = pa.table({"v": values})  # noqa: F841  (read by DuckDB's replacement scan)
@@ -74,22 +87,6 @@ def _cast(values: pa.ChunkedArray, type_name: str, target: pa.DataType
     return cast, failed
 
 
-def _rule_fails(rule: QualityRule, values: pa.ChunkedArray) -> pa.ChunkedArray:
-    v = rule.value
-    if rule.check == "not_null":
-        return pc.is_null(values)
-    if rule.check == "min":
-        res = pc.less(values, pa.scalar(v).cast(values.type))
-    elif rule.check == "max":
-        res = pc.greater(values, pa.scalar(v).cast(values.type))
-    elif rule.check == "regex":
-        res = pc.invert(pc.match_substring_regex(pc.cast(values, pa.string()), str(v)))
-    else:  # in
-        allowed = pa.array(v if isinstance(v, list) else [v]).cast(values.type)
-        res = pc.invert(pc.is_in(values, value_set=allowed))
-    return pc.fill_null(res, False)
-
-
 def _as_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
     try:
         return pc.cast(col, pa.string())
@@ -98,12 +95,15 @@ def _as_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def conform(batch: pa.RecordBatch | pa.Table, table: TableSpec, source: str, *,
-            refuse_nul: bool = False) -> Conformed:
+            refuse_nul: bool = False, seen: SeenValues | None = None,
+            now: float | None = None) -> Conformed:
     """Cast ``batch`` to ``table``'s schema; split off rows that do not fit, with reasons.
 
     ``refuse_nul`` rejects the rows whose text holds a NUL byte (for sinks such as PostgreSQL
-    whose text cannot store one; DuckDB can). Raises SchemaError when a required column is
-    missing or unexpected columns are present.
+    whose text cannot store one; DuckDB can). ``seen`` carries the values of ``unique``
+    rules from earlier chunks of the same file (None: this batch alone is the scope).
+    ``now`` (epoch seconds, default the clock) is the reference of ``max_age`` rules.
+    Raises SchemaError when a required column is missing or unexpected columns are present.
     """
     data = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
     wanted = table.column_names
@@ -146,28 +146,37 @@ def conform(batch: pa.RecordBatch | pa.Table, table: TableSpec, source: str, *,
                     nul, f"column '{col.name}': text holds a NUL byte (\\0), which the "
                     "PostgreSQL sink cannot store", pa.scalar(None, pa.string())))
         columns.append(cast)
+    schema_failures = 0
+    if reasons:
+        schema_bad = pc.coalesce(*reasons) if len(reasons) > 1 else reasons[0]
+        schema_failures = pc.sum(pc.is_valid(schema_bad)).as_py() or 0
     by_name = dict(zip(wanted, columns, strict=True))
+    scope = seen if seen is not None else SeenValues()
     for rule in table.quality:
-        fails = _rule_fails(rule, by_name[rule.column])
+        fails = rule_fails(rule, by_name[rule.column], scope, now)
         count = pc.sum(fails).as_py() or 0
         if count:
             failures[rule.name] = count
-            what = f"rule '{rule.name}' ({rule.column} {rule.check} {rule.value}) failed"
+            arg = "" if rule.value is None else f" {rule.value}"
+            what = f"rule '{rule.name}' ({rule.column} {rule.check}{arg}) failed"
             reasons.append(pc.if_else(fails, what, pa.scalar(None, pa.string())))
     if not reasons:
         return Conformed(good=_with_schema(columns, schema), rejected=_empty_rejected(data),
-                         rows_in=n, rule_failures=failures)
+                         rows_in=n, rule_failures=failures,
+                         schema_failures=schema_failures)
     reason = pc.coalesce(*reasons) if len(reasons) > 1 else reasons[0]
     bad = pc.is_valid(reason)
     if not pc.any(bad).as_py():
         return Conformed(good=_with_schema(columns, schema), rejected=_empty_rejected(data),
-                         rows_in=n, rule_failures=failures)
+                         rows_in=n, rule_failures=failures,
+                         schema_failures=schema_failures)
     keep = pc.invert(bad)
     good = _with_schema([pc.filter(c, keep) for c in columns], schema)
     rejected = pa.table({c: _as_text(data.column(c)) for c in data.column_names})
-    rejected = rejected.append_column("_row", pa.array(range(n), pa.int64()))
+    rejected = rejected.append_column("_row", pa.array(np.arange(n, dtype=np.int64)))
     rejected = rejected.append_column("_reason", reason).filter(bad)
-    return Conformed(good=good, rejected=rejected, rows_in=n, rule_failures=failures)
+    return Conformed(good=good, rejected=rejected, rows_in=n, rule_failures=failures,
+                         schema_failures=schema_failures)
 
 
 def _with_schema(columns: list[pa.ChunkedArray], schema: pa.Schema) -> pa.Table:
@@ -196,3 +205,19 @@ def write_rejected(rejected: pa.Table, path: Path) -> None:
     new = not path.exists()
     with path.open("ab") as f:
         pacsv.write_csv(rejected, f, pacsv.WriteOptions(include_header=new))
+
+
+def quarantine_rows(rejected: pa.Table, table: TableSpec, source: str, ingestion: str,
+                    first_row: int = 0) -> pa.Table:
+    """Rejected rows (``conform``'s, with ``_row`` and ``_reason``) shaped for the table's
+    quarantine table: its values as text, the reason, the source, the ingestion and the row
+    number (``_row`` plus ``first_row``, the rows of the table checked before this chunk)."""
+    n = rejected.num_rows
+    spec = table.quarantine_table()
+    cols = {c.name: rejected.column(c.name) if c.name in rejected.column_names
+            else pa.nulls(n, pa.string()) for c in table.columns}
+    cols["quality_reason"] = rejected.column("_reason")
+    cols["quality_source"] = pa.nulls(n, pa.string()).fill_null(source)
+    cols["quality_ingestion"] = pa.nulls(n, pa.string()).fill_null(ingestion)
+    cols["quality_row"] = pc.add(rejected.column("_row"), first_row)
+    return pa.table(cols, schema=spec.arrow_schema())

@@ -88,4 +88,6 @@ ADDED_COLUMNS = [("ingestions", "sandbox", "TEXT"), ("stream_reports", "sandbox"
                  ("ingestions", "decompressed_bytes", "BIGINT"),
                  ("ingestions", "rows_updated", "BIGINT NOT NULL DEFAULT 0"),
                  ("ingestions", "work_started_at", "DOUBLE PRECISION"),
-                 ("ingestions", "sinks", "TEXT")]
+                 ("ingestions", "sinks", "TEXT"),
+                 # quality metadata, JSON: see simbdp.quality.stats
+                 ("ingestions", "quality", "TEXT"), ("stream_reports", "quality", "TEXT")]

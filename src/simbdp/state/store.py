@@ -6,6 +6,7 @@ Every ingestion attempt (a file or a micro-batch) leaves one row in ``ingestions
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -37,7 +38,26 @@ _RECORD_FIELDS = (
     "rows_rejected", "messages", "started_at", "ended_at", "read_secs", "app_secs",
     "write_secs", "latency_p50_ms", "latency_p99_ms", "outcome", "reason", "attempt",
     "quota_day", "sandbox", "decompressed_bytes", "rows_updated", "work_started_at", "sinks",
+    "quality",
 )
+
+
+def _encode_quality(row: dict[str, Any]) -> dict[str, Any]:
+    """The ``quality`` field stored as JSON text (it may come as a dict)."""
+    if isinstance(row.get("quality"), dict):
+        row["quality"] = json.dumps(row["quality"], separators=(",", ":"))
+    return row
+
+
+def _decode_quality(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``quality`` column read back as a dict (see :mod:`simbdp.quality.stats`)."""
+    for r in rows:
+        if isinstance(r.get("quality"), str):
+            try:
+                r["quality"] = json.loads(r["quality"])
+            except ValueError:
+                r["quality"] = None
+    return rows
 
 
 def today(at: float | None = None) -> str:
@@ -96,6 +116,7 @@ class StateStore:
             raise ValueError(f"unknown record fields {sorted(unknown)}")
         if "reason" in rec:
             rec["reason"] = short_reason(rec["reason"])
+        _encode_quality(rec)
         cols = ", ".join(rec)
         self.db.execute(f"INSERT INTO ingestions ({cols}) VALUES ({', '.join('?' * len(rec))})",
                         list(rec.values()))
@@ -119,21 +140,24 @@ class StateStore:
             raise ValueError(f"unknown record fields {sorted(unknown)}")
         if "reason" in fields:
             fields["reason"] = short_reason(fields["reason"])
+        _encode_quality(fields)
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.db.execute(f"UPDATE ingestions SET {sets} WHERE id = ?",
                         [*fields.values(), record_id])
 
     def record(self, record_id: str) -> dict[str, Any] | None:
-        rows = self.db.query("SELECT * FROM ingestions WHERE id = ?", [record_id])
+        rows = _decode_quality(self.db.query("SELECT * FROM ingestions WHERE id = ?",
+                                             [record_id]))
         return rows[0] if rows else None
 
     def records(self, tenant: str | None = None, *, kind: str | None = None,
                 outcome: str | None = None, since: float | None = None,
                 source: str | None = None, content_key: str | None = None, limit: int = 1000,
                 offset: int = 0) -> list[dict[str, Any]]:
-        """Records, newest first, filtered."""
-        return self._select("ingestions", "started_at", since, limit, offset, tenant=tenant,
-                            kind=kind, outcome=outcome, source=source, content_key=content_key)
+        """Records, newest first, filtered; ``quality`` as a dict (or None)."""
+        return _decode_quality(self._select(
+            "ingestions", "started_at", since, limit, offset, tenant=tenant, kind=kind,
+            outcome=outcome, source=source, content_key=content_key))
 
     def _select(self, table: str, time_col: str, since: float | None, limit: int,
                 offset: int = 0, **filters: Any) -> list[dict[str, Any]]:
@@ -199,7 +223,7 @@ class StateStore:
 
     # stream: reports, decisions, desired instances -----------------------------------------
     def add_stream_report(self, report: dict[str, Any]) -> None:
-        rec = {"id": uuid.uuid4().hex, **report}
+        rec = _encode_quality({"id": uuid.uuid4().hex, **report})
         cols = ", ".join(rec)
         self.db.execute(
             f"INSERT INTO stream_reports ({cols}) VALUES ({', '.join('?' * len(rec))})",
@@ -207,7 +231,14 @@ class StateStore:
 
     def stream_reports(self, tenant: str | None = None, app: str | None = None,
                        since: float | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
-        return self._select("stream_reports", "window_end", since, limit, tenant=tenant, app=app)
+        return _decode_quality(self._select("stream_reports", "window_end", since, limit,
+                                            tenant=tenant, app=app))
+
+    def stream_report(self, report_id: str) -> dict[str, Any] | None:
+        """One stream report by id (``quality`` as a dict), or None."""
+        rows = _decode_quality(self.db.query("SELECT * FROM stream_reports WHERE id = ?",
+                                             [report_id]))
+        return rows[0] if rows else None
 
     def add_decision(self, tenant: str, app: str | None, action: str, reason: str,
                      before: int | None = None, after: int | None = None) -> None:

@@ -48,7 +48,7 @@ from simbdp.errors import (
 )
 from simbdp.observe.logs import configure_logging, get_logger
 from simbdp.profiles import Platform, load_platform
-from simbdp.quality import conform, dedupe_last
+from simbdp.quality import QualityStats, conform, dedupe_last, pass_rate_breach, quality_json
 from simbdp.stream.brokers import Broker, Delivery, open_broker
 from simbdp.stream.decode import MSG_COLUMN, decode_batch
 from simbdp.stream.retry import Backoff, Outage
@@ -74,6 +74,7 @@ class _Window:
     rows_loaded: int = 0
     rows_rejected: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    quality: dict[str, QualityStats] = field(default_factory=dict)
 
 
 class StreamInstance:
@@ -322,6 +323,12 @@ class StreamInstance:
                 for d in good:
                     poison.append((d, str(e)))
                 return {}, poison
+            self._window.quality.setdefault(table, QualityStats()).add(c.stats)
+            breach = pass_rate_breach(spec, c.stats, f"tenant {self.tenant!r}: micro-batch of "
+                                      f"{len(good)} messages ({self.app})")
+            if breach is not None:  # the whole micro-batch to the dead-letter queue
+                done = {d.id for d, _ in poison}
+                return {}, poison + [(d, breach) for d in good if d.id not in done]
             if c.rows_rejected and has_msg:
                 msg_idx = pc.take(data.column(MSG_COLUMN), c.rejected.column("_row"))
                 for i, reason in zip(msg_idx.to_pylist(), c.rejected.column("_reason").to_pylist(),
@@ -402,6 +409,7 @@ class StreamInstance:
             "tenant": self.tenant, "app": self.app, "instance": self.instance,
             "window_start": w.start, "window_end": time.time(), "messages": w.messages,
             "bytes": w.bytes, "rows_loaded": w.rows_loaded, "rows_rejected": w.rows_rejected,
+            "quality": quality_json(w.quality),
             "latency_mean_ms": statistics.fmean(lat) if lat else None,
             "latency_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
             "backlog": await self.broker.backlog(self.tenant),
