@@ -52,7 +52,7 @@ from nats.js.api import ConsumerConfig
 from simbdp.coredms.base import open_sink
 from simbdp.profiles import Platform
 from simbdp.stream.brokers import Broker, Delivery, OutMessage, open_broker
-from simbdp.stream.consumer import StreamInstance
+from simbdp.stream.instance import StreamInstance
 from simbdp.testing import make_platform
 
 BODY_PAD = "x" * 420
