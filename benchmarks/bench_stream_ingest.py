@@ -45,11 +45,13 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiormq
 import nats
 import uvloop
 from nats.js.api import ConsumerConfig
 
 from simbdp.coredms.base import open_sink
+from simbdp.errors import BrokerUnavailable
 from simbdp.profiles import Platform
 from simbdp.stream.brokers import Broker, Delivery, OutMessage, open_broker
 from simbdp.stream.instance import StreamInstance
@@ -345,6 +347,21 @@ BARE = {"rabbitmq": ("bare aio-pika, prefetch 10,000, ack multiple every 500", b
         "nats": ("bare nats-py pull, fetch 5,000, acks flushed per fetch", bare_nats)}
 
 
+async def _retried(run: Callable[[], Awaitable[Run]], attempts: int = 4) -> Run:
+    """One run, again from the start if the broker went away meanwhile (other people's tests
+    restart the shared brokers of the development machine)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await run()
+        except (BrokerUnavailable, aiormq.exceptions.AMQPError, nats.errors.Error,
+                ConnectionError, TimeoutError) as e:
+            if attempt == attempts:
+                raise
+            print(f"(run lost to a broker outage, again in 5 s: {e})", file=sys.stderr)
+            await asyncio.sleep(5)
+    raise AssertionError("unreachable")
+
+
 async def compare(res: Results, root: Path, engine: str, broker: dict, sink: dict | None,
                   sink_name: str, n: int, runs: int, mode: str, rate: float | None = None
                   ) -> None:
@@ -355,8 +372,8 @@ async def compare(res: Results, root: Path, engine: str, broker: dict, sink: dic
         for who, fn in (("bare", bare), ("simbdp", simbdp_consumer)):
             if who == "bare" and sink is not None:
                 continue  # the bare loop writes nowhere: one bare figure per broker
-            got[who].append(await one_run(fn, root / uuid.uuid4().hex[:6], broker, sink, n,
-                                          mode, rate))
+            got[who].append(await _retried(lambda fn=fn: one_run(  # type: ignore[misc]
+                fn, root / uuid.uuid4().hex[:6], broker, sink, n, mode, rate)))
     scenario = (f"drain {n:,} msgs" if mode == "drain" else f"publish-to-commit {n:,} msgs"
                 if rate is None else f"steady {rate:,.0f} msg/s")
     base: float | None = None

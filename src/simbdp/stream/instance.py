@@ -97,6 +97,7 @@ class StreamInstance:
                 except BrokerUnavailable as e:
                     await self._settle(writing)  # its deliveries come back if unacked
                     writing = None
+                    await asyncio.to_thread(mb.release)  # no commits while the broker is away
                     self._outage.lost(str(e))
                     await self.broker.close()
                     await self._connect(stop)
@@ -131,12 +132,15 @@ class StreamInstance:
         writing.result()
 
     async def _settle(self, writing: asyncio.Task[None] | None) -> None:
-        if writing is None:
-            return
+        """The batch in flight written, and the last commit's acks sent (or lost)."""
         try:
-            await self._await_writing(writing)
+            if writing is not None:
+                await self._await_writing(writing)
+            await self._batches.acked()
         except BrokerUnavailable as e:
             self._outage.lost(str(e))  # committed rows stay; unacked messages come back
+            with contextlib.suppress(BrokerUnavailable):
+                await self._batches.acked()
 
     async def _collect(self, stop: asyncio.Event, writing: asyncio.Task[None] | None
                        ) -> list[Delivery]:

@@ -4,8 +4,9 @@ only then ack.
 
 The sink work runs in threads (the event loop keeps receiving the next micro-batch). A DuckDB
 tenant file is held open, with its writer lock, while micro-batches keep coming, and let go
-when the queue goes quiet, after a failure, or after ``HOLD_SECS`` so batch jobs and other
-instances of the tenant get their turn (opening and closing the file cost tens of ms a batch).
+when the queue goes quiet, during a broker outage, after a failure, after every commit of an
+app that runs tenant code, or after ``HOLD_SECS`` so batch jobs and other instances of the
+tenant get their turn (opening and closing the file cost tens of ms a batch).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class MicroBatches:
         self._sinks: dict[str, Sink] = {}
         self._open_txn: SinkTransaction | None = None
         self._turn_until = 0.0  # monotonic: do not take a held session again before
+        self._acking: asyncio.Task[None] | None = None  # the acks of the last commit
         self._by_sink: dict[str, list[str]] = {}
         for t in spec.tables:
             for s in profile.table(t).sinks:
@@ -180,11 +182,7 @@ class MicroBatches:
                                   f"{self.tenant!r} does not own (app tables: {sorted(owned)})"))
             else:
                 routed.append(d)
-        decoded = decode_batch(routed, int(self.profile.stream.max_message_bytes))
-        poison.extend(decoded.poison)
-        good = decoded.good
-        done: Transformed = await asyncio.to_thread(
-            Transform(self.config, self.profile, self.spec, self.runner), decoded.rows, good)
+        good, done = await asyncio.to_thread(self._decode_and_transform, routed, poison)
         poison.extend(done.poison)
         bad_ids = {d.id for d, _ in poison}
         keep = [d for d in good if d.id not in bad_ids] if bad_ids else good
@@ -201,6 +199,14 @@ class MicroBatches:
             w.messages += len(batch)
             w.bytes += sum(map(len, (d.body for d in batch)))
 
+    def _decode_and_transform(self, routed: list[Delivery], poison: list[tuple[Delivery, str]]
+                              ) -> tuple[list[Delivery], Transformed]:
+        """In a worker thread: Arrow parses and casts with the GIL released."""
+        decoded = decode_batch(routed, int(self.profile.stream.max_message_bytes))
+        poison.extend(decoded.poison)
+        return decoded.good, Transform(self.config, self.profile, self.spec, self.runner)(
+            decoded.rows, decoded.good)
+
     async def _commit(self, outputs: dict[str, pa.Table], keep: list[Delivery]) -> None:
         ids = pa.array([d.id for d in keep], pa.string())
         try:
@@ -215,10 +221,23 @@ class MicroBatches:
             await self.broker.nack(self.tenant, keep)
             return
         _fault_point(self.config.home, "stream_after_commit")
+        # the acks go out while the next micro-batch is decoded and written (on NATS, one
+        # publish per message): after the previous batch's acks, so they stay in order
+        await self.acked()
+        self._acking = asyncio.create_task(
+            self._ack(keep, sum(t.num_rows for t in outputs.values())))
+
+    async def _ack(self, keep: list[Delivery], rows: int) -> None:
         # repeats and poison of this batch were settled before: the batch is done
         await self.broker.ack(self.tenant, keep, whole_batch=True)
-        self.window.committed([d.published_at for d in keep],
-                              sum(t.num_rows for t in outputs.values()))
+        self.window.committed([d.published_at for d in keep], rows)
+
+    async def acked(self) -> None:
+        """Wait until the last committed micro-batch is acknowledged. Raises
+        BrokerUnavailable (its messages come back, and are skipped as committed)."""
+        task, self._acking = self._acking, None
+        if task is not None:
+            await task
 
     def _write_all(self, outputs: dict[str, pa.Table], ids: pa.Array) -> None:
         key = f"batch:{uuid.uuid4().hex}"
@@ -242,4 +261,6 @@ class MicroBatches:
         except BaseException:
             self.release()
             raise
-        self.release(only_after_secs=HOLD_SECS)  # others' turn now and then
+        # others' turn now and then; at once where an app runs, which may take its time with
+        # the next micro-batch before anything is written
+        self.release(only_after_secs=HOLD_SECS if self.runner is None else 0.0)
