@@ -76,33 +76,35 @@ class StreamInstance:
     async def _loop(self, stop: asyncio.Event) -> None:
         mb = self._batches
         next_report = asyncio.get_running_loop().time() + self.config.report_interval_secs
-        writing: asyncio.Task[None] | None = None
+        # at most two micro-batches in flight: the older one written, the newer one decoded
+        # and transformed meanwhile; the next one is collected during both
+        flight: list[asyncio.Task[None]] = []
         try:
             while not stop.is_set():
                 self._beat()
                 try:
-                    batch = await self._collect(stop, writing)
+                    batch = await self._collect(stop, flight[-1] if flight else None)
                     self._broker_ok()
-                    if writing is not None:
-                        await self._await_writing(writing)
-                        writing = None
                     if batch:
-                        writing = asyncio.create_task(mb.process(batch))
-                    elif mb.holding:  # the queue went quiet: let others have the sink
-                        await asyncio.to_thread(mb.release)
+                        flight.append(asyncio.create_task(
+                            mb.process(batch, after=flight[-1] if flight else None)))
+                    while len(flight) > 1 or (flight and flight[0].done()):
+                        await self._await_writing(flight.pop(0))
+                    if not flight and not batch and mb.holding:
+                        await asyncio.to_thread(mb.release)  # quiet: others' turn
                     if asyncio.get_running_loop().time() >= next_report:
                         await self._report()
                         next_report = (asyncio.get_running_loop().time()
                                        + self.config.report_interval_secs)
                 except BrokerUnavailable as e:
-                    await self._settle(writing)  # its deliveries come back if unacked
-                    writing = None
+                    await self._settle(flight)  # their deliveries come back if unacked
+                    flight = []
                     await asyncio.to_thread(mb.release)  # no commits while the broker is away
                     self._outage.lost(str(e))
                     await self.broker.close()
                     await self._connect(stop)
         finally:
-            await self._settle(writing)  # a stop drains the batch in flight
+            await self._settle(flight)  # a stop drains the batches in flight
         if self._outage.since is None:  # with the broker away, a stop does not wait
             with contextlib.suppress(BrokerUnavailable, TimeoutError):
                 await asyncio.wait_for(self._report(), 3)
@@ -131,16 +133,17 @@ class StreamInstance:
             self._beat()
         writing.result()
 
-    async def _settle(self, writing: asyncio.Task[None] | None) -> None:
-        """The batch in flight written, and the last commit's acks sent (or lost)."""
+    async def _settle(self, flight: list[asyncio.Task[None]]) -> None:
+        """The batches in flight written, and the last commit's acks sent (or lost)."""
+        for task in flight:
+            try:
+                await self._await_writing(task)
+            except BrokerUnavailable as e:
+                self._outage.lost(str(e))  # committed rows stay; unacked messages come back
         try:
-            if writing is not None:
-                await self._await_writing(writing)
             await self._batches.acked()
         except BrokerUnavailable as e:
-            self._outage.lost(str(e))  # committed rows stay; unacked messages come back
-            with contextlib.suppress(BrokerUnavailable):
-                await self._batches.acked()
+            self._outage.lost(str(e))
 
     async def _collect(self, stop: asyncio.Event, writing: asyncio.Task[None] | None
                        ) -> list[Delivery]:

@@ -61,6 +61,7 @@ class MicroBatches:
         self._open_txn: SinkTransaction | None = None
         self._turn_until = 0.0  # monotonic: do not take a held session again before
         self._acking: asyncio.Task[None] | None = None  # the acks of the last commit
+        self._transforming = asyncio.Lock()  # FIFO: micro-batches take it in their order
         self._by_sink: dict[str, list[str]] = {}
         for t in spec.tables:
             for s in profile.table(t).sinks:
@@ -112,9 +113,16 @@ class MicroBatches:
             s.close()
 
     # one micro-batch --------------------------------------------------------------------------
-    async def process(self, batch: list[Delivery], *, redo: bool = False) -> None:
+    async def process(self, batch: list[Delivery], *, after: asyncio.Task[None] | None = None,
+                      redo: bool = False) -> None:
         """Commit ``batch`` exactly once and ack it; poison to the dead-letter queue; a sink
-        that stays away nacks the batch (it comes back). Raises BrokerUnavailable.
+        that stays away nacks the batch (it comes back). Raises BrokerUnavailable, and what
+        ``after`` raised.
+
+        ``after``: the previous micro-batch's task. This one is decoded and transformed
+        meanwhile, and written (its ids looked up, committed, acked) only once that one is
+        done, so commits and acks stay in order (RabbitMQ's ``multiple`` ack of this batch
+        must not settle the previous one before its commit).
 
         The committed ids are looked up first only when the batch can hold some: a message
         delivered before (a crash between commit and ack), or several sinks. Otherwise the
@@ -122,8 +130,10 @@ class MicroBatches:
         publisher's duplicate rolls the transaction back and the batch is ``redo``ne with
         the lookup. That saves a query per micro-batch on the common path."""
         if not redo and len(self.sink_names) == 1 and not any(d.redelivered for d in batch):
-            await self._sort_out(batch, set(), count=True)
+            await self._sort_out(batch, set(), count=True, after=after)
             return
+        if after is not None:
+            await after
         ids = pa.array([d.id for d in batch], pa.string())
         seen: set[str] = set()
 
@@ -157,7 +167,8 @@ class MicroBatches:
                 self._open_txn.rollback()
                 self._open_txn = None
 
-    async def _sort_out(self, batch: list[Delivery], seen: set[str], *, count: bool) -> None:
+    async def _sort_out(self, batch: list[Delivery], seen: set[str], *, count: bool,
+                        after: asyncio.Task[None] | None = None) -> None:
         unique: dict[str, Delivery] = {}
         repeats: list[Delivery] = []
         for d in batch:
@@ -169,9 +180,12 @@ class MicroBatches:
             await self.broker.ack(self.tenant, repeats)
             self.log.info("duplicates_skipped", count=len(repeats))
         if unique:
-            await self._ingest(list(unique.values()), count=count)
+            await self._ingest(list(unique.values()), count=count, after=after)
+        elif after is not None:
+            await after
 
-    async def _ingest(self, batch: list[Delivery], *, count: bool) -> None:
+    async def _ingest(self, batch: list[Delivery], *, count: bool,
+                      after: asyncio.Task[None] | None = None) -> None:
         owned = set(self.spec.tables)
         poison: list[tuple[Delivery, str]] = []
         routed = []
@@ -182,7 +196,8 @@ class MicroBatches:
                                   f"{self.tenant!r} does not own (app tables: {sorted(owned)})"))
             else:
                 routed.append(d)
-        good, done = await asyncio.to_thread(self._decode_and_transform, routed, poison)
+        async with self._transforming:  # the app runner serves one batch at a time, in order
+            good, done = await asyncio.to_thread(self._decode_and_transform, routed, poison)
         poison.extend(done.poison)
         bad_ids = {d.id for d, _ in poison}
         keep = [d for d in good if d.id not in bad_ids] if bad_ids else good
@@ -191,6 +206,8 @@ class MicroBatches:
         if poison:  # one line per micro-batch, not one per message
             self.log.warning("dead_lettered", count=len(poison), batch=len(batch),
                              first=[f"{d.id}: {r}" for d, r in poison[:POISON_REASONS_LOGGED]])
+        if after is not None:
+            await after  # the previous micro-batch committed (and its acks are under way)
         if keep:
             await self._commit(done.outputs, keep)
         w = self.window
