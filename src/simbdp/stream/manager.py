@@ -25,7 +25,7 @@ from simbdp.observe.logs import get_logger
 from simbdp.profiles import Platform
 from simbdp.profiles.models import TenantProfile
 from simbdp.state import StateStore
-from simbdp.stream.consumer import heartbeat_path
+from simbdp.stream.heartbeat import heartbeat_path
 
 __all__ = ["StreamManager"]
 

@@ -20,7 +20,7 @@ from simbdp.profiles import Platform
 from simbdp.state import StateStore
 from simbdp.stream.brokers import open_broker
 from simbdp.stream.client import make_messages, publish
-from simbdp.stream.consumer import StreamInstance
+from simbdp.stream.instance import StreamInstance
 from simbdp.testing import make_platform, missing, stream_tenant
 
 

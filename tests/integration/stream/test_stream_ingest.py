@@ -9,7 +9,7 @@ import time
 import pytest
 
 from simbdp.coredms.lock import FileLock
-from simbdp.stream.consumer import heartbeat_path
+from simbdp.stream.heartbeat import heartbeat_path
 from simbdp.stream.manager import StreamManager
 from simbdp.testing import stream_tenant
 

@@ -19,7 +19,7 @@ import pytest
 from simbdp.errors import BrokerUnavailable
 from simbdp.state import StateStore, today
 from simbdp.stream.client import make_messages, publish
-from simbdp.stream.consumer import heartbeat_path
+from simbdp.stream.heartbeat import heartbeat_path
 from simbdp.stream.manager import StreamManager
 from simbdp.stream.monitor import StreamMonitor
 from simbdp.testing import stream_tenant

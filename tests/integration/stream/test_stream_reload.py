@@ -8,7 +8,7 @@ import time
 import yaml
 
 from simbdp.reload import Reloader
-from simbdp.stream.consumer import heartbeat_path
+from simbdp.stream.heartbeat import heartbeat_path
 from simbdp.stream.manager import StreamManager
 from simbdp.testing import stream_tenant
 

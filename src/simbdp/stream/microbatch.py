@@ -1,0 +1,288 @@
+"""One micro-batch, from deliveries to acks: skip the ids already committed, decode, transform,
+dead-letter the poison, write the rows and the message ids in one transaction per sink, and
+only then ack.
+
+The sink work runs in threads (the event loop keeps receiving the next micro-batch). A DuckDB
+tenant file is held open, with its writer lock, while micro-batches keep coming, and let go
+when the queue goes quiet, during a broker outage, after a failure, after every commit of an
+app that runs tenant code, or after ``HOLD_SECS`` so batch jobs and other instances of the
+tenant get their turn (opening and closing the file cost tens of ms a batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from simbdp.apps import AppRunner
+from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction, open_sink
+from simbdp.crypto.messages import MessageDecryptor
+from simbdp.errors import DuplicateMessages
+from simbdp.profiles.models import AppSpec, PlatformConfig, TenantProfile
+from simbdp.quality import QualityStats
+from simbdp.stream.brokers import Broker, Delivery
+from simbdp.stream.decode import decode_batch
+from simbdp.stream.retry import retry_sink
+from simbdp.stream.transform import Transform, Transformed
+from simbdp.stream.window import Window
+
+__all__ = ["HOLD_SECS", "POISON_REASONS_LOGGED", "MicroBatches"]
+
+#: the longest an instance keeps a tenant's DuckDB file and writer lock between micro-batches
+HOLD_SECS = 1.0
+#: after letting go at ``HOLD_SECS``, wait this long before taking the file again: others poll
+#: the lock every 20 ms (coredms/lock.py) and would otherwise rarely find it free
+TURN_SECS = 0.05
+POISON_REASONS_LOGGED = 3  # per micro-batch: one log line with counts and the first reasons
+
+
+def _fault_point(home: Path, name: str) -> None:
+    """Crash here if ``<home>/.faults/<name>`` exists (tests: SIGKILL between commit and ack)."""
+    if (home / ".faults" / name).exists():
+        os._exit(137)
+
+
+class MicroBatches:
+    """Works the micro-batches of one stream app instance, one at a time, in order."""
+
+    def __init__(self, config: PlatformConfig, profile: TenantProfile, spec: AppSpec,
+                 broker: Broker, log: Any, beat: Callable[[], None]):
+        self.config, self.profile, self.spec, self.broker = config, profile, spec, broker
+        self.tenant = profile.tenant_id
+        self.log, self._beat = log, beat
+        self.window = Window()
+        self.runner: AppRunner | None = None
+        self._sinks: dict[str, Sink] = {}
+        self._open_txn: SinkTransaction | None = None
+        self._turn_until = 0.0  # monotonic: do not take a held session again before
+        self._acking: asyncio.Task[None] | None = None  # the acks of the last commit
+        self._transforming = asyncio.Lock()  # FIFO: micro-batches take it in their order
+        self._by_sink: dict[str, list[str]] = {}
+        for t in spec.tables:
+            for s in profile.table(t).sinks:
+                self._by_sink.setdefault(s, []).append(t)
+        self.sink_names = sorted(self._by_sink)
+
+    # sinks ------------------------------------------------------------------------------------
+    def _sink(self, name: str) -> Sink:
+        if name not in self._sinks:
+            self._sinks[name] = open_sink(self.config.sinks[name])
+        return self._sinks[name]
+
+    def _begin(self, name: str) -> SinkTransaction:
+        sink = self._sink(name)
+        hold = getattr(sink, "hold", None)
+        if hold is not None:
+            wait = self._turn_until - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # in a worker thread: the event loop keeps receiving
+            hold(self.profile)  # kept open between micro-batches; see release()
+        return sink.begin(self.profile)
+
+    def release(self, *, only_after_secs: float | None = None) -> None:
+        """Let go of held sink sessions (all, or those held ``only_after_secs`` or longer).
+        Call from a thread, never while a micro-batch is being worked."""
+        now = time.monotonic()
+        for sink in self._sinks.values():
+            held_since = getattr(sink, "held_since", None)
+            if held_since is None:
+                continue
+            since = held_since(self.tenant)
+            if since is not None and (only_after_secs is None or now - since >= only_after_secs):
+                sink.release(self.tenant)  # type: ignore[attr-defined]
+                if only_after_secs is not None:
+                    self._turn_until = now + TURN_SECS
+
+    @property
+    def holding(self) -> bool:
+        return any(getattr(s, "held_since", lambda _t: None)(self.tenant) is not None
+                   for s in self._sinks.values())
+
+    async def ensure_tables(self) -> bool:
+        return await retry_sink("ensure_tables", lambda: [
+            self._sink(n).ensure_tables(self.profile) for n in self.sink_names],
+            self.log, self._beat)
+
+    def close(self) -> None:
+        for s in self._sinks.values():
+            s.close()
+
+    # one micro-batch --------------------------------------------------------------------------
+    async def process(self, batch: list[Delivery], *, after: asyncio.Task[None] | None = None,
+                      redo: bool = False) -> None:
+        """Commit ``batch`` exactly once and ack it; poison to the dead-letter queue; a sink
+        that stays away nacks the batch (it comes back). Raises BrokerUnavailable, and what
+        ``after`` raised.
+
+        ``after``: the previous micro-batch's task. This one is decoded and transformed
+        meanwhile, and written (its ids looked up, committed, acked) only once that one is
+        done, so commits and acks stay in order (RabbitMQ's ``multiple`` ack of this batch
+        must not settle the previous one before its commit).
+
+        The committed ids are looked up first only when the batch can hold some: a message
+        delivered before (a crash between commit and ack), or several sinks. Otherwise the
+        unique key on the message ids, inside the write transaction, is the check: a
+        publisher's duplicate rolls the transaction back and the batch is ``redo``ne with
+        the lookup. That saves a query per micro-batch on the common path."""
+        if not redo and len(self.sink_names) == 1 and not any(d.redelivered for d in batch):
+            await self._sort_out(batch, set(), count=True, after=after)
+            return
+        if after is not None:
+            await after
+        ids = pa.array([d.id for d in batch], pa.string())
+        seen: set[str] = set()
+
+        def lookup() -> None:
+            try:
+                if len(self.sink_names) > 1:
+                    for name in self.sink_names:
+                        seen.update(self._sink(name).seen_message_ids(self.profile, ids)
+                                    .to_pylist())
+                    return
+                # one sink: look up in the transaction that will write the batch, so a DuckDB
+                # tenant file is opened (at most) once per micro-batch, not twice
+                txn = self._begin(self.sink_names[0])
+                try:
+                    seen.update(txn.seen_message_ids(ids).to_pylist())
+                except BaseException:
+                    txn.rollback()
+                    raise
+                self._open_txn = txn
+            except BaseException:
+                self.release()  # its state is unknown: open afresh next time
+                raise
+
+        try:
+            if not await retry_sink("lookup", lookup, self.log, self._beat):
+                await self.broker.nack(self.tenant, batch)  # redelivered later, nothing lost
+                return
+            await self._sort_out(batch, seen, count=not redo)
+        finally:
+            if self._open_txn is not None:  # nothing was written with it
+                self._open_txn.rollback()
+                self._open_txn = None
+
+    async def _sort_out(self, batch: list[Delivery], seen: set[str], *, count: bool,
+                        after: asyncio.Task[None] | None = None) -> None:
+        unique: dict[str, Delivery] = {}
+        repeats: list[Delivery] = []
+        for d in batch:
+            if d.id in seen or d.id in unique:
+                repeats.append(d)  # committed before, or twice in this batch
+            else:
+                unique[d.id] = d
+        if repeats:
+            await self.broker.ack(self.tenant, repeats)
+            self.log.info("duplicates_skipped", count=len(repeats))
+        if unique:
+            await self._ingest(list(unique.values()), count=count, after=after)
+        elif after is not None:
+            await after
+
+    async def _ingest(self, batch: list[Delivery], *, count: bool,
+                      after: asyncio.Task[None] | None = None) -> None:
+        owned = set(self.spec.tables)
+        poison: list[tuple[Delivery, str]] = []
+        routed = []
+        for d in batch:
+            table = d.headers.get("table")
+            if table is not None and table not in owned:
+                poison.append((d, f"message {d.id!r} is for table {table!r}, which tenant "
+                                  f"{self.tenant!r} does not own (app tables: {sorted(owned)})"))
+            else:
+                routed.append(d)
+        async with self._transforming:  # the app runner serves one batch at a time, in order
+            good, done = await asyncio.to_thread(self._decode_and_transform, routed, poison)
+        poison.extend(done.poison)
+        bad_ids = {d.id for d, _ in poison}
+        keep = [d for d in good if d.id not in bad_ids] if bad_ids else good
+        for d, reason in poison:
+            await self.broker.dead_letter(self.tenant, d, reason)
+        if poison:  # one line per micro-batch, not one per message
+            self.log.warning("dead_lettered", count=len(poison), batch=len(batch),
+                             first=[f"{d.id}: {r}" for d, r in poison[:POISON_REASONS_LOGGED]])
+        if after is not None:
+            await after  # the previous micro-batch committed (and its acks are under way)
+        if keep:
+            await self._commit(done.outputs, keep)
+        w = self.window
+        w.rows_rejected += len(poison) + done.rows_rejected
+        if count:  # a redo's messages were counted the first time
+            w.messages += len(batch)
+            w.bytes += sum(map(len, (d.body for d in batch)))
+            for table, stats in done.quality.items():
+                w.quality.setdefault(table, QualityStats()).add(stats)
+
+    def _decode_and_transform(self, routed: list[Delivery], poison: list[tuple[Delivery, str]]
+                              ) -> tuple[list[Delivery], Transformed]:
+        """In a worker thread: Arrow parses and casts with the GIL released."""
+        decoded = decode_batch(routed, int(self.profile.stream.max_message_bytes),
+                               MessageDecryptor(self.config, self.profile))
+        poison.extend(decoded.poison)
+        return decoded.good, Transform(self.config, self.profile, self.spec, self.runner)(
+            decoded.rows, decoded.good)
+
+    async def _commit(self, outputs: dict[str, pa.Table], keep: list[Delivery]) -> None:
+        ids = pa.array([d.id for d in keep], pa.string())
+        try:
+            ok = await retry_sink("commit", lambda: self._write_all(outputs, ids), self.log,
+                                  self._beat)
+        except DuplicateMessages:
+            # committed before (a publisher's duplicate, or another instance meanwhile): the
+            # transaction rolled back; look the ids up and redo
+            await self.process(keep, redo=True)
+            return
+        if not ok:
+            await self.broker.nack(self.tenant, keep)
+            return
+        _fault_point(self.config.home, "stream_after_commit")
+        # the acks go out while the next micro-batch is decoded and written (on NATS, one
+        # publish per message): after the previous batch's acks, so they stay in order
+        await self.acked()
+        self._acking = asyncio.create_task(
+            self._ack(keep, sum(t.num_rows for t in outputs.values())))
+
+    async def _ack(self, keep: list[Delivery], rows: int) -> None:
+        # repeats and poison of this batch were settled before: the batch is done
+        await self.broker.ack(self.tenant, keep, whole_batch=True)
+        self.window.committed([d.published_at for d in keep], rows)
+
+    async def acked(self) -> None:
+        """Wait until the last committed micro-batch is acknowledged. Raises
+        BrokerUnavailable (its messages come back, and are skipped as committed)."""
+        task, self._acking = self._acking, None
+        if task is not None:
+            await task
+
+    def _write_all(self, outputs: dict[str, pa.Table], ids: pa.Array) -> None:
+        key = f"batch:{uuid.uuid4().hex}"
+        try:
+            for sink_name, tables in sorted(self._by_sink.items()):
+                txn = self._open_txn or self._begin(sink_name)
+                self._open_txn = None
+                try:
+                    txn.add_message_ids(ids)  # first: a duplicate fails before the writes
+                    for t in tables:
+                        if t in outputs and outputs[t].num_rows:
+                            txn.write(self.profile.table(t), outputs[t])
+                    txn.commit(LedgerEntry(tenant=self.tenant, key=key,
+                                           source=f"stream:{self.spec.name}",
+                                           ingestion_id=key, rows=len(ids)))
+                except BaseException:
+                    txn.rollback()
+                    raise
+        except DuplicateMessages:
+            raise  # rolled back cleanly: the held session stays usable
+        except BaseException:
+            self.release()
+            raise
+        # others' turn now and then; at once where an app runs, which may take its time with
+        # the next micro-batch before anything is written
+        self.release(only_after_secs=HOLD_SECS if self.runner is None else 0.0)
