@@ -15,6 +15,7 @@ import sqlite3
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -72,18 +73,31 @@ class EmbeddedBroker:
         return conn
 
     def _tx(self, fn: Any) -> Any:
-        try:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
+        """Run ``fn(conn)`` in one transaction. SQLite answers "bad parameter or other API
+        misuse" (InterfaceError) now and then under load; the transaction was rolled back,
+        so it is run again on a fresh connection (three tries) before the broker is called
+        unavailable."""
+        misuse: sqlite3.InterfaceError | None = None
+        for attempt in range(3):
             try:
-                out = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return out
-        except sqlite3.Error as e:
-            raise BrokerUnavailable(f"embedded broker {self.path}: {e}") from e
+                conn = self._conn()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(conn)
+                except BaseException:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return out
+            except sqlite3.InterfaceError as e:
+                misuse = e
+                with suppress(sqlite3.Error):
+                    self._close_db()
+                time.sleep(0.05 * (attempt + 1))
+            except sqlite3.Error as e:
+                raise BrokerUnavailable(f"embedded broker {self.path}: {e}") from e
+        raise BrokerUnavailable(f"embedded broker {self.path}: {misuse}") from misuse
 
     async def _on_thread(self, fn: Any, *args: Any) -> Any:
         if self._thread is None:
