@@ -13,7 +13,6 @@ own mark: the first answer of ``/v1/dashboard`` rendered, plots drawn, one anima
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import tempfile
 import threading
@@ -26,24 +25,12 @@ from benchmarks.bench_metrics import _fill
 from simbdp.api.app import serve_api
 from simbdp.state import StateStore
 from simbdp.state.keys import OPERATOR, create_key
-from simbdp.testing import make_platform, stream_tenant
+from simbdp.testing import free_port, make_platform, stream_tenant, wait_port
 
 CHROMIUM = "/usr/bin/chromium"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
-
-def _wait_port(port: int) -> None:
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
 
 
 def main() -> None:
@@ -56,7 +43,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tenants = [f"t{i:03d}" for i in range(args.tenants)]
-        port = _free_port()
+        port = free_port()
         platform = make_platform(Path(tmp) / "home", [stream_tenant(t) for t in tenants],
                                  api={"port": port, "requests_per_minute": 100_000})
         store = StateStore.open(platform.config)
@@ -68,7 +55,7 @@ def main() -> None:
         stop = threading.Event()
         server = threading.Thread(target=serve_api, args=(platform, stop), daemon=True)
         server.start()
-        _wait_port(port)
+        wait_port(port)
         url = f"http://127.0.0.1:{port}"
         print(f"{'window':>8} {'in window':>10} {'data endpoint ms':>17} "
               f"{'first paint ms':>15} {'wall ms':>8}")

@@ -7,7 +7,6 @@ import gzip
 import random
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -33,6 +32,7 @@ from simbdp.observe.logs import configure_logging
 from simbdp.profiles import Platform, load_platform
 from simbdp.state import StateStore
 from simbdp.state.keys import OPERATOR, create_key
+from simbdp.testing import free_port
 
 __all__ = ["make_demo_home", "run_demo"]
 
@@ -139,11 +139,6 @@ def _drop_shop_files(home: Path) -> int:
     return 5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def run_demo(keep: Path | None = None, keep_serving: bool = False) -> None:
     """Run the demo; the API (and so ``/dashboard``) is served from start to end, and after
@@ -153,7 +148,7 @@ def run_demo(keep: Path | None = None, keep_serving: bool = False) -> None:
     api_stop = threading.Event()
     api: threading.Thread | None = None
     try:
-        port = _free_port()
+        port = free_port()
         make_demo_home(home, port)
         platform = load_platform(home)
         configure_logging(home / "logs" / "simbdp.jsonl")

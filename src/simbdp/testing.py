@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -10,8 +12,8 @@ import yaml
 
 from simbdp.profiles import Platform, load_platform
 
-__all__ = ["EVENTS_TABLE", "REDDIT_TABLE", "drop", "make_platform", "missing",
-           "stream_tenant", "tenant_profile"]
+__all__ = ["EVENTS_TABLE", "REDDIT_TABLE", "drop", "free_port", "make_platform", "missing",
+           "stream_tenant", "tenant_profile", "wait_port"]
 
 REDDIT_TABLE: dict[str, Any] = {
     "name": "comments",
@@ -97,3 +99,22 @@ def missing(what: str) -> NoReturn:
     if os.environ.get("SIMBDP_REQUIRE_SERVICES") == "1":
         pytest.fail(what)
     pytest.skip(what)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free now (for a server a test or benchmark starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, secs: float = 30) -> None:
+    """Wait until something listens on 127.0.0.1:``port``; TimeoutError after ``secs``."""
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {secs} s")

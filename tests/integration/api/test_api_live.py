@@ -16,12 +16,7 @@ from simbdp.api.app import serve_api
 from simbdp.batch import BatchIngestManager
 from simbdp.datagen import reddit_comments
 from simbdp.push import push
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from simbdp.testing import free_port, wait_port
 
 
 @pytest.fixture
@@ -33,7 +28,7 @@ def live(make_api, tmp_path):  # type: ignore[no-untyped-def]
     cert.cert_chain_pems[0].write_to_path(cert_file)
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(ca_file)
-    port = _free_port()
+    port = free_port()
     api = make_api(api={"port": port, "tls_cert": str(cert_file), "tls_key": str(key_file),
                         "upload_stall_secs": 1.0}, stable_secs=0.1, rescan_secs=0.2)
     stop = threading.Event()
@@ -42,13 +37,7 @@ def live(make_api, tmp_path):  # type: ignore[no-untyped-def]
                                 args=(stop,), daemon=True)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_port(port, 20)
     yield api, f"https://127.0.0.1:{port}", str(ca_file), port
     stop.set()
     for t in threads:

@@ -3,7 +3,6 @@ load once, and a resumed push sends the same ciphertext (the ledger knows it).""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,13 +21,7 @@ from simbdp.datagen import reddit_comments
 from simbdp.push import ENCRYPTED_COPIES, push
 from simbdp.state import StateStore
 from simbdp.state.keys import create_key
-from simbdp.testing import make_platform, tenant_profile
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from simbdp.testing import free_port, make_platform, tenant_profile, wait_port
 
 
 def _csv(n: int, seed: int) -> bytes:
@@ -41,7 +34,7 @@ def _csv(n: int, seed: int) -> bytes:
 def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
     home = tmp_path / "home"
     save_keyset(new_keyset(), home / "keys" / "acme.json")
-    port = _free_port()
+    port = free_port()
     platform = make_platform(home, [tenant_profile(
         "acme", encryption={"keyset": "keys/acme.json", "required": True})],
         api={"port": port}, stable_secs=0.1, rescan_secs=0.2)
@@ -52,13 +45,7 @@ def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
                                 args=(stop,), daemon=True)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_port(port, 20)
     yield {"url": f"http://127.0.0.1:{port}", "key": create_key(store, "acme"),
            "store": store, "platform": platform, "keyset": home / "keys" / "acme.json"}
     stop.set()

@@ -4,7 +4,6 @@ serves take effect within seconds, for the batch manager and the API alike."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -20,13 +19,7 @@ from simbdp.profiles import Platform
 from simbdp.service import run_platform
 from simbdp.state import StateStore
 from simbdp.state.keys import create_key
-from simbdp.testing import drop, make_platform, tenant_profile
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from simbdp.testing import drop, free_port, make_platform, tenant_profile
 
 
 def _wait(check: Callable[[], Any], secs: float = 15) -> Any:
@@ -78,7 +71,7 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     from simbdp.observe.logs import configure_logging
 
-    port = _free_port()
+    port = free_port()
     platform = make_platform(tmp_path / "home", [tenant_profile("acme")],
                              api={"port": port})
     configure_logging(platform.config.home / "logs" / "simbdp.jsonl")

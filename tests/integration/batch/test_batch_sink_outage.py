@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,16 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from simbdp.testing import drop, missing, tenant_profile
+from simbdp.testing import drop, free_port, missing, tenant_profile
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OUTAGE_SECS = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:
@@ -36,7 +29,7 @@ class Cluster:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="simbdp-pg-"))
         shutil.chown(self.dir, "postgres", "postgres")
-        self.port = _free_port()
+        self.port = free_port()
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._as_postgres(PG_BIN / "initdb", "-D", str(self.dir / "data"), "-A", "trust",
                           "-U", "postgres", "--no-sync")

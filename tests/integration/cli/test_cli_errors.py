@@ -3,11 +3,9 @@ code (README "Exit codes"), never a traceback."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from simbdp.api.app import serve_api
 from simbdp.datagen import write_reddit_csv
 from simbdp.state import StateStore
 from simbdp.state.keys import create_key
-from simbdp.testing import make_platform, stream_tenant, tenant_profile
+from simbdp.testing import free_port, make_platform, stream_tenant, tenant_profile, wait_port
 
 SIMBDP = Path(sys.executable).with_name("simbdp")
 
@@ -26,12 +24,6 @@ SIMBDP = Path(sys.executable).with_name("simbdp")
 def simbdp(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(SIMBDP), *args], capture_output=True, text=True, timeout=300,
                           check=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _one_error_line(stderr: str, *words: str) -> None:
@@ -45,20 +37,14 @@ def _one_error_line(stderr: str, *words: str) -> None:
 @pytest.fixture
 def server(tmp_path):  # type: ignore[no-untyped-def]
     """``simbdp``'s API served for real over plain HTTP on a free port."""
-    port = _free_port()
+    port = free_port()
     platform = make_platform(tmp_path / "home", [tenant_profile("acme")],
                              api={"port": port, "host": "127.0.0.1"})
     key = create_key(StateStore.open(platform.config), "acme")
     stop = threading.Event()
     thread = threading.Thread(target=serve_api, args=(platform, stop), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_port(port, 20)
     yield f"http://127.0.0.1:{port}", key
     stop.set()
     thread.join(30)
@@ -83,7 +69,7 @@ def test_push_for_an_unknown_tenant_says_so_exit_2(server, tmp_path):
 
 
 def test_push_to_no_server_exit_3(tmp_path):
-    out = _push(f"http://127.0.0.1:{_free_port()}", "sbdp_x_y", "acme", tmp_path)
+    out = _push(f"http://127.0.0.1:{free_port()}", "sbdp_x_y", "acme", tmp_path)
     assert out.returncode == 3, out.stderr
     _one_error_line(out.stderr, "cannot reach the server", "simbdp serve")
 

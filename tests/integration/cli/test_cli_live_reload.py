@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ import yaml
 from simbdp.datagen import reddit_comments
 from simbdp.state import StateStore
 from simbdp.state.keys import create_key
-from simbdp.testing import drop, make_platform, tenant_profile
+from simbdp.testing import drop, free_port, make_platform, tenant_profile
 
 SIMBDP = Path(sys.executable).with_name("simbdp")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _status(url: str, key: str) -> int:
@@ -52,7 +46,7 @@ def test_tenant_added_with_the_cli_is_served_without_a_restart(tmp_path: Path) -
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    port = _free_port()
+    port = free_port()
     home = tmp_path / "home"
     config = make_platform(home, [tenant_profile("acme")], api={"port": port}).config
     store = StateStore.open(config)

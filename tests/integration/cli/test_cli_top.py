@@ -18,7 +18,7 @@ from simbdp.api.app import serve_api
 from simbdp.state import StateStore
 from simbdp.state.keys import OPERATOR, create_key
 from simbdp.state.store import today
-from simbdp.testing import make_platform, missing, stream_tenant, tenant_profile
+from simbdp.testing import free_port, make_platform, missing, stream_tenant, tenant_profile
 
 SIMBDP = str(Path(sys.executable).parent / "simbdp")
 
@@ -146,15 +146,10 @@ def test_top_with_no_data_yet(home):
     assert term.stop() == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def test_top_reads_a_running_serve_with_the_tenants_key(home, tmp_path):
     _, store = home
-    port = _free_port()
+    port = free_port()
     acme = stream_tenant("acme")
     platform = make_platform(tmp_path / "home", [acme, tenant_profile("beta")],
                              api={"port": port})

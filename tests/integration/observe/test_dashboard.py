@@ -7,7 +7,6 @@ import asyncio
 import base64
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +28,16 @@ from simbdp.stream.brokers import open_broker
 from simbdp.stream.client import make_messages, publish
 from simbdp.stream.consumer import StreamInstance
 from simbdp.stream.monitor import StreamMonitor
-from simbdp.testing import REDDIT_TABLE, drop, make_platform, missing, stream_tenant, tenant_profile
+from simbdp.testing import (
+    REDDIT_TABLE,
+    drop,
+    free_port,
+    make_platform,
+    missing,
+    stream_tenant,
+    tenant_profile,
+    wait_port,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 #: where the README's screenshot comes from: set to docs/img/dashboard.png to refresh it
@@ -51,21 +59,7 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
-
-def _wait_port(port: int, secs: float = 30) -> None:
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {secs} s")
 
 
 def _profile(tenant: str, **overrides: Any) -> dict[str, Any]:
@@ -81,7 +75,7 @@ class Live:
     tenant."""
 
     def __init__(self, home: Path, tenants: list[dict[str, Any]]):
-        self.port = _free_port()
+        self.port = free_port()
         self.platform = make_platform(home, tenants, broker={"kind": "embedded",
                                                              "lease_secs": 2},
                                       report_interval_secs=0.5, api={"port": self.port})
@@ -92,7 +86,7 @@ class Live:
         self.thread = threading.Thread(target=serve_api, args=(self.platform, self.stop),
                                        daemon=True)
         self.thread.start()
-        _wait_port(self.port)
+        wait_port(self.port)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:

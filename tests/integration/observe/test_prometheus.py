@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -28,7 +27,16 @@ from simbdp.stream.brokers import open_broker
 from simbdp.stream.client import make_messages, publish
 from simbdp.stream.consumer import StreamInstance
 from simbdp.stream.monitor import StreamMonitor
-from simbdp.testing import REDDIT_TABLE, drop, make_platform, missing, stream_tenant, tenant_profile
+from simbdp.testing import (
+    REDDIT_TABLE,
+    drop,
+    free_port,
+    make_platform,
+    missing,
+    stream_tenant,
+    tenant_profile,
+    wait_port,
+)
 
 DEPLOY = Path(__file__).parents[3] / "deploy" / "prometheus"
 
@@ -56,21 +64,7 @@ def test_promtool_accepts_the_rules_and_each_alert_fires(args):
     assert "SUCCESS" in r.stdout + r.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
-
-def _wait_port(port: int, secs: float = 30) -> None:
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {secs} s")
 
 
 def _profile(tenant: str) -> dict[str, Any]:
@@ -125,7 +119,7 @@ def _query(prom: str, promql: str) -> dict[str, float]:
 
 def test_prometheus_scrapes_figures_that_equal_the_records(tmp_path):
     prometheus = need("prometheus")
-    api_port, prom_port = _free_port(), _free_port()
+    api_port, prom_port = free_port(), free_port()
     platform = make_platform(tmp_path / "home", [_profile("acme"), _profile("beta")],
                              broker={"kind": "embedded", "lease_secs": 2},
                              report_interval_secs=0.5, api={"port": api_port})
@@ -144,7 +138,7 @@ def test_prometheus_scrapes_figures_that_equal_the_records(tmp_path):
     stop = threading.Event()
     server = threading.Thread(target=serve_api, args=(platform, stop), daemon=True)
     server.start()
-    _wait_port(api_port)
+    wait_port(api_port)
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
@@ -158,7 +152,7 @@ def test_prometheus_scrapes_figures_that_equal_the_records(tmp_path):
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"))  # noqa: SIM115
     prom = f"http://127.0.0.1:{prom_port}"
     try:
-        _wait_port(prom_port)
+        wait_port(prom_port)
         deadline = time.monotonic() + 60
         while _query(prom, 'up{job="simbdp"}') != {"": 1.0}:
             if time.monotonic() > deadline:

