@@ -17,7 +17,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -34,13 +33,7 @@ from benchmarks.common import DATA
 from simbdp.datagen import reddit_comments
 from simbdp.state import StateStore
 from simbdp.state.keys import OPERATOR, create_key
-from simbdp.testing import make_platform, tenant_profile
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from simbdp.testing import free_port, make_platform, tenant_profile
 
 
 def _scrape(url: str, key: str, interval: float, stop: threading.Event, got: list[float]
@@ -60,7 +53,7 @@ def _scrape(url: str, key: str, interval: float, stop: threading.Event, got: lis
 def run(files: list[Path], scrape_every: float | None) -> tuple[float, int]:
     """Seconds from the drop to the last record; scrapes answered meanwhile."""
     with tempfile.TemporaryDirectory(dir=DATA) as tmp:
-        root, port = Path(tmp), _port()
+        root, port = Path(tmp), free_port()
         profile = tenant_profile("acme", batch={"max_files_per_day": 1_000_000,
                                                 "max_bytes_per_day": "1TB"})
         platform = make_platform(root / "home", [profile], api={"port": port})
