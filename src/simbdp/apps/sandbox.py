@@ -34,6 +34,7 @@ same private folder, environment and rlimits, and every record of such a run say
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -42,8 +43,6 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import pyarrow as pa
 
 import simbdp
 from simbdp.errors import ConfigError
@@ -93,8 +92,10 @@ class Limits:
 @functools.cache
 def runtime_paths() -> tuple[str, ...]:
     """Folders the child's interpreter reads: the Python install, the venv, simbdp, pyarrow."""
+    spec = importlib.util.find_spec("pyarrow")  # found, not imported: the CLI does not need it
+    assert spec is not None and spec.origin is not None
     paths = {sys.base_prefix, sys.prefix, Path(simbdp.__file__).parent,
-             Path(pa.__file__).parent, Path(sys.executable).parent}
+             Path(spec.origin).parent, Path(sys.executable).parent}
     real = sorted({os.path.realpath(p) for p in paths} | {os.path.abspath(p) for p in paths})
     # a folder inside another bound one is bound already
     return tuple(p for p in real if not any(p != q and p.startswith(q + os.sep) for q in real)

@@ -43,7 +43,7 @@ from simbdp.batch.staging import (
     prepare_tenant_dirs,
 )
 from simbdp.batch.watcher import StagingWatcher
-from simbdp.batch.worker import MAX_MESSAGE_BYTES, WorkerProcess
+from simbdp.batch.worker import MAX_MESSAGE_BYTES, WorkerProcess, take_prestarted
 from simbdp.coredms.base import open_sink
 from simbdp.errors import Rejected
 from simbdp.formats import detect_format
@@ -112,7 +112,8 @@ class BatchIngestManager:
         self._watcher: StagingWatcher | None = None
         # warm workers, started now (each imports pyarrow, duckdb...), not with the first file
         start = self.config.workers if warm is None else min(warm, self.config.workers)
-        self._idle: list[WorkerProcess] = [WorkerProcess() for _ in range(start)]
+        self._idle: list[WorkerProcess] = take_prestarted(start)
+        self._idle += [WorkerProcess() for _ in range(start - len(self._idle))]
         for tenant in platform.tenants:
             prepare_tenant_dirs(self.config, tenant)
         if ensure:

@@ -21,9 +21,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from simbdp.batch.protocol import JobResult
-from simbdp.state import short_reason
 
-__all__ = ["MAX_MESSAGE_BYTES", "WorkerProcess", "encode_results"]
+__all__ = ["MAX_MESSAGE_BYTES", "WorkerProcess", "encode_results", "prestart", "take_prestarted"]
 
 #: the most a worker may send back; a longer reason is cut to fit, in the worker
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -35,6 +34,8 @@ _CLEAN = ("processed", "duplicate", "rejected")
 
 def encode_results(results: list[JobResult]) -> bytes:
     """The results pickled, under ``MAX_MESSAGE_BYTES`` (huge reasons are cut to fit)."""
+    from simbdp.state import short_reason  # the worker's side only: the manager's stays light
+
     for result in results:
         if result.reason is not None and len(result.reason) > _MAX_FULL_REASON:
             result.reason = short_reason(result.reason, _MAX_FULL_REASON)
@@ -91,6 +92,22 @@ class WorkerProcess:
         if self.sentinel >= 0:
             os.close(self.sentinel)
             self.sentinel = -1
+
+
+_prestarted: list[WorkerProcess] = []
+
+
+def prestart(n: int) -> None:
+    """Start ``n`` workers now, before the caller's own imports: ``simbdp ingest`` starts its
+    worker first thing, so that the worker's imports run beside the command's."""
+    _prestarted.extend(WorkerProcess() for _ in range(n))
+
+
+def take_prestarted(n: int) -> list[WorkerProcess]:
+    """Up to ``n`` of the workers :func:`prestart` started (a manager takes them over)."""
+    taken = _prestarted[:n]
+    del _prestarted[:n]
+    return taken
 
 
 def serve_jobs(jobs: Connection, results: Connection) -> None:

@@ -12,7 +12,7 @@ import yaml
 
 from simbdp.apps import AppContext, AppRunner
 from simbdp.profiles import TenantProfile
-from simbdp.quality.conform import conform
+from simbdp.quality import conform
 
 DOC = Path(__file__).parents[3] / "docs" / "apps.md"
 
