@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing, suppress
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -159,18 +159,21 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
     names = sorted({s for t in tables.values() for s in t.sinks})
     try:
         with ExitStack() as stack:
-            # the file's hash, the app's start-up and opening the sinks overlap
+            # the file's hash runs beside everything up to the commit (the app's start-up,
+            # opening the sinks, reading, writing): the ledger is looked up in the write
+            # transactions once the hash is known
             hashing = stack.enter_context(ThreadPoolExecutor(1)).submit(content_key, job.path)
             runner = None
             if app is not None:
                 runner = warm.runner(config, tenant, app)
                 result.sandbox = "bwrap" if runner.confined else "unconfined"
             opened = {n: warm.sink(config, n, profile) for n in names}
-            result.content_key = hashing.result()
-            txns = _begin(profile, job, result, opened)
+            txns: dict[str, SinkTransaction] = {}
             stack.callback(rollback_all, txns)
+            for n, sink in opened.items():
+                txns[n] = sink.begin(profile)
             _write_and_commit(config, profile, job, result, tables, txns, opened, options,
-                              runner, app)
+                              runner, app, hashing)
     except TransientError as e:  # retried later: the sinks committed now are skipped then
         for n in names:
             result.sinks.setdefault(n, f"waiting: {short_reason(str(e), 300)}")
@@ -181,31 +184,30 @@ def _run(config: PlatformConfig, profile: TenantProfile, job: FileJob, result: J
         result.rejected_rows_file = str(rejected_rows_path(config, job))
 
 
-def _begin(profile: TenantProfile, job: FileJob, result: JobResult, opened: dict[str, Sink]
-           ) -> dict[str, SinkTransaction]:
-    """A transaction on each sink that does not hold the file yet (an earlier attempt may
-    have committed it to some); DuplicateIngestion if every sink holds it."""
-    key, txns = result.content_key or "", {}
-    hit = None
-    for sink_name, sink in opened.items():
-        hit = sink.ledger_lookup(profile, key)
-        if hit is None:
-            txns[sink_name] = sink.begin(profile)
-        else:
+def _skip_committed(profile: TenantProfile, job: FileJob, result: JobResult,
+                    txns: dict[str, SinkTransaction]) -> None:
+    """Roll back the transactions of sinks that hold the file already (an earlier attempt
+    may have committed it to some); DuplicateIngestion if every sink holds it."""
+    key, hit = result.content_key or "", None
+    for sink_name, txn in list(txns.items()):
+        entry = txn.ledger_entry(key)
+        if entry is not None:
+            hit = entry
+            txn.rollback()
+            del txns[sink_name]
             result.ledger_ingestion_id, result.ledger_rows = hit.ingestion_id, hit.rows
             result.sinks[sink_name] = f"already committed by ingestion {hit.ingestion_id}"
     if hit is not None and not txns:
         raise DuplicateIngestion(
             f"tenant {profile.tenant_id!r}: {job.path.name!r} has the same content as "
             f"{hit.source!r}, already ingested (ingestion {hit.ingestion_id}); nothing loaded")
-    return txns
 
 
 def _write_and_commit(config: PlatformConfig, profile: TenantProfile, job: FileJob,
                       result: JobResult, tables: dict[str, TableSpec],
                       txns: dict[str, SinkTransaction], opened: dict[str, Sink],
-                      options: ReadOptions, runner: AppRunner | None, app: AppSpec | None
-                      ) -> None:
+                      options: ReadOptions, runner: AppRunner | None, app: AppSpec | None,
+                      hashing: Future[str]) -> None:
     rejected_file = rejected_rows_path(config, job)
     # one table in one sink that takes a stream: the whole file in one statement
     streamed = len(txns) == len(tables) == 1 and all(
@@ -232,6 +234,15 @@ def _write_and_commit(config: PlatformConfig, profile: TenantProfile, job: FileJ
             result.rejected_rows_file = str(rejected_file)
         raise
     t0 = time.perf_counter()
+    result.content_key = hashing.result()
+    try:
+        _skip_committed(profile, job, result, txns)
+    except DuplicateIngestion:  # what was read is rolled back: the record counts nothing
+        result.rows_in = result.rows_rejected = 0
+        result.rule_failures.clear()
+        result.quality.clear()
+        rejected_file.unlink(missing_ok=True)
+        raise
     loaded = result.rows_loaded // max(1, len(tables))
     for sink_name, txn in list(txns.items()):
         txn.commit(LedgerEntry(tenant=profile.tenant_id, key=result.content_key or "",

@@ -44,6 +44,10 @@ class SinkTransaction(Protocol):
         """Append (or upsert, when the table has a primary key) rows already cast to
         ``table.arrow_schema()``. Bulk only: no per-row statement. Raises SinkUnavailable."""
 
+    def ledger_entry(self, key: str) -> LedgerEntry | None:
+        """The ledger entry of ``key`` if a file with that content key is committed, looked
+        up in this transaction (a file's key is known only once it has been read)."""
+
     def seen_message_ids(self, ids: pa.Array) -> pa.Array:
         """The subset of ``ids`` already committed, looked up in this transaction."""
 

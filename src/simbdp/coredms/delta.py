@@ -82,6 +82,9 @@ class DeltaTransaction:
         self._specs[table.name] = table
         self._parts.setdefault(table.name, []).append(part)
 
+    def ledger_entry(self, key: str) -> LedgerEntry | None:
+        return self._sink.ledger_lookup(self._profile, key)
+
     def seen_message_ids(self, ids: pa.Array) -> pa.Array:
         raise ConfigError(STREAMS_UNSUPPORTED)
 

@@ -131,6 +131,17 @@ class DuckDBTransaction:
             if self._con is not None:
                 self._con.unregister("__simbdp_stream")
 
+    def ledger_entry(self, key: str) -> LedgerEntry | None:
+        try:
+            r = self._con.execute(f"SELECT source, ingestion_id, rows FROM "
+                                  f"{qualified(self._schema, LEDGER)} WHERE key = ?",
+                                  [key]).fetchone()
+        except duckdb.Error as e:
+            self.rollback()
+            raise SinkUnavailable(f"tenant {self._tenant!r}: DuckDB: {e}") from e
+        return None if r is None else LedgerEntry(tenant=self._tenant, key=key, source=r[0],
+                                                  ingestion_id=r[1], rows=r[2])
+
     def seen_message_ids(self, ids: pa.Array) -> pa.Array:
         """The ids already committed, looked up inside this transaction."""
         self._con.register("__simbdp_probe", pa.table({"id": pa.array(ids, pa.string())}))

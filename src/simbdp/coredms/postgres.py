@@ -152,6 +152,17 @@ class PostgresTransaction:
         except psycopg.Error as e:
             raise self._write_failed(table, e) from e
 
+    def ledger_entry(self, key: str) -> LedgerEntry | None:
+        try:
+            r = self._conn.execute(f"SELECT source, ingestion_id, rows FROM "
+                                   f"{qualified(self._schema, LEDGER)} WHERE key = %s",
+                                   [key]).fetchone()
+        except psycopg.OperationalError as e:
+            self.rollback()
+            raise SinkUnavailable(f"tenant {self._tenant!r}: PostgreSQL: {e}") from e
+        return None if r is None else LedgerEntry(tenant=self._tenant, key=key, source=r[0],
+                                                  ingestion_id=r[1], rows=r[2])
+
     def seen_message_ids(self, ids: pa.Array) -> pa.Array:
         """The ids already committed, looked up inside this transaction."""
         try:

@@ -175,6 +175,9 @@ def test_failing_rows_land_in_the_quarantine_table_once(make_env, any_sink):
     drop(env.staging("acme") / "readings-again.csv", data)
     [dup] = env.ingest("acme", "readings-again.csv")
     assert dup["outcome"] == "duplicate" and len(_quarantined(env, sink)) == 7
+    # found once read (the ledger is looked up at commit): its record counts nothing
+    assert (dup["rows_in"], dup["rows_loaded"], dup["rows_rejected"]) == (0, 0, 0), dup
+    assert not json.loads(dup["quality"] or "{}"), dup["quality"]
     # a file refused whole for its pass rate leaves nothing in the quarantine table either
     drop(env.staging("acme") / "readings-bad.csv",
          file_of(100, {i: {"n": -1} for i in range(60)}))
