@@ -139,7 +139,7 @@ def _read_whole(config: PlatformConfig, profile: TenantProfile, job: FileJob,
     options = read_options(config, profile, name, app, table_names)
     outputs = list(file_outputs(job.path, options, runner, app, tables, result,
                                 rejected_rows_path(config, job), nul_refused(config, tables),
-                                job.record_id))
+                                job.record_id, prefetch=False))
     check_pass_rates(tables, result, f"tenant {profile.tenant_id!r}: {name!r}")
     return outputs
 

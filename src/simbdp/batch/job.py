@@ -352,15 +352,17 @@ def nul_refused(config: PlatformConfig, tables: dict[str, TableSpec]) -> frozens
 def file_outputs(path: Path, options: ReadOptions, runner: AppRunner | None,
                  app: AppSpec | None, tables: dict[str, TableSpec], result: JobResult,
                  rejected_file: Path, refuse_nul: frozenset[str] = frozenset(),
-                 record_id: str = "") -> Generator[tuple[TableSpec, pa.Table], None, None]:
+                 record_id: str = "", *, prefetch: bool = True
+                 ) -> Generator[tuple[TableSpec, pa.Table], None, None]:
     """Read -> app -> conform, chunk by chunk: the rows that fit each target table. The next
-    chunk is read (in a thread of its own) while the app works on this one."""
+    chunk is read (in a thread of its own) while the app works on this one; ``prefetch``
+    False reads in the caller's thread (a small file: one chunk, no thread to start)."""
     names = tuple(tables)
     stats = ReadStats()
     seen = {t: SeenValues() for t in names}  # unique rules look over the whole file
     reading = _grouped(_timed(_counted(read_batches(path, options, stats), stats, result),
                               result), 4 * options.block_bytes)
-    with _Prefetch(reading) as chunks:
+    with _Prefetch(reading) if prefetch else closing(reading) as chunks:
         for i, chunk in enumerate(chunks):
             result.rows_in += chunk.num_rows
             t0 = time.perf_counter()

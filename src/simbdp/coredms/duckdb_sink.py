@@ -182,11 +182,14 @@ class DuckDBTransaction:
             raise DuplicateIngestion(
                 f"tenant {entry.tenant!r}: {entry.source!r} has the same content as "
                 f"{hit[1]!r}, already ingested (ingestion {hit[2]}); nothing loaded")
-        now = datetime.now(UTC)
+        new_rows = pa.table({  # noqa: F841 (scanned by DuckDB): one insert for every file
+            "key": [e.key for e in entries], "source": [e.source for e in entries],
+            "ingestion_id": [e.ingestion_id for e in entries],
+            "rows": pa.array([e.rows for e in entries], pa.int64()),
+            "committed_at": pa.array([datetime.now(UTC)] * len(entries),
+                                     pa.timestamp("us", tz="UTC"))})
         try:
-            self._con.executemany(f"INSERT INTO {ledger} VALUES (?, ?, ?, ?, ?)",
-                                  [[e.key, e.source, e.ingestion_id, e.rows, now]
-                                   for e in entries])
+            self._con.execute(f"INSERT INTO {ledger} SELECT * FROM new_rows")
             self._con.commit()
         except duckdb.Error as e:
             self.rollback()
