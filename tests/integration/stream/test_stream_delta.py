@@ -18,9 +18,10 @@ from simbdp.stream.manager import StreamManager
 from simbdp.testing import EVENTS_TABLE, OTHER_TABLE, stream_tenant
 
 
-def lake_tenant(lake: dict | None = None, **app) -> dict:  # type: ignore[no-untyped-def]
+def lake_tenant(lake: dict | None = None, tenant_id: str = "acme",  # type: ignore[no-untyped-def]
+                **app) -> dict:
     """``events`` without a key (a duplicate would show in the count) in the delta sink."""
-    tenant = stream_tenant(**app)
+    tenant = stream_tenant(tenant_id, **app)
     tenant["tables"] = [{**EVENTS_TABLE, "primary_key": [], "sinks": ["lake"]}, OTHER_TABLE]
     if lake:
         tenant["lake"] = lake
@@ -38,8 +39,8 @@ def rows(n: int, start: int = 0) -> list[dict]:
     return [{"id": f"e{i}", "n": i, "note": "hello"} for i in range(start, start + n)]
 
 
-def table(tmp_path: Path, name: str = "events") -> DeltaTable:
-    return DeltaTable(str(tmp_path / "lake" / "acme" / name))
+def table(tmp_path: Path, name: str = "events", tenant: str = "acme") -> DeltaTable:
+    return DeltaTable(str(tmp_path / "lake" / tenant / name))
 
 
 def stream_batches(tmp_path: Path) -> int:
@@ -141,6 +142,27 @@ def test_stream_into_delta_on_rabbitmq_loads_each_message_once(make_stream_env, 
     assert env.count(sink="lake") == 3000
     # prefetch 2000, two micro-batches of 100 in flight: at most 1800 messages a commit
     assert stream_batches(tmp_path) >= 2
+
+
+@pytest.mark.nats
+def test_stream_into_delta_on_nats_loads_each_message_once(make_stream_env, tmp_path,
+                                                           nats_url, unique_prefix):
+    tenant = unique_prefix  # its own JetStream stream on the shared server
+    env = lake_env(make_stream_env, tmp_path, lake_tenant(tenant_id=tenant, batch_max_rows=100),
+                   broker={"kind": "nats", "url": nats_url, "lease_secs": 10})
+    try:
+        env.publish(tenant, rows(2000), id_field="id")
+        env.publish(tenant, rows(300, start=500), id_field="id")  # duplicates
+        env.drain(tenant, secs=60)
+        assert env.count(tenant, sink="lake") == 2000
+        ids = table(tmp_path, tenant=tenant).to_pyarrow_table(columns=["id"]).column("id")
+        assert len(set(ids.to_pylist())) == 2000
+    finally:
+        async def purge() -> None:
+            b = open_broker(env.config.broker)
+            await b.purge(tenant)
+            await b.close()
+        asyncio.run(purge())
 
 
 @pytest.mark.slow
