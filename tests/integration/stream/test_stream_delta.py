@@ -4,6 +4,7 @@ files, through crashes, compaction and two writers."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -129,6 +130,31 @@ def test_the_age_bound_commits_a_quiet_buffer(make_stream_env, tmp_path):
     finally:
         manager.shutdown()
     assert env.count(sink="lake") == 30
+
+
+def test_a_stop_commits_the_buffer(make_stream_env, tmp_path):
+    env = lake_env(make_stream_env, tmp_path, lake_tenant({"max_wait_secs": 600}),
+                   broker={"kind": "embedded", "lease_secs": 600})
+    env.publish("acme", rows(30), id_field="id")
+    manager = StreamManager(env.platform, env.store, grace_secs=10)
+    env.store.set_desired("acme", "ev", 1)
+    try:
+        manager.reconcile()
+        assert _wait(lambda: backlog(env) == 0)  # fetched and buffered for up to 300 s
+        time.sleep(0.5)
+        assert env.count(sink="lake") == 0
+        [inst] = manager.apps[("acme", "ev")].instances
+        env.store.set_desired("acme", "ev", 0)
+        manager.reconcile()  # SIGTERM
+        assert _wait(lambda: inst.proc.poll() is not None)
+        assert inst.proc.returncode == 0
+    finally:
+        manager.shutdown()
+    assert env.count(sink="lake") == 30
+    assert stream_batches(tmp_path) == 1
+    queue = sqlite3.connect(env.config.broker.path / "simbdp-queue.sqlite")
+    assert queue.execute("SELECT count(*) FROM messages").fetchone() == (0,)  # all acked
+    queue.close()
 
 
 @pytest.mark.rabbitmq
