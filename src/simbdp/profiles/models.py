@@ -293,9 +293,10 @@ class LakeSettings(Model):
 
     target_file_mb: float = Field(128, gt=0)
     """Commit once the buffered rows reach this many MB (Arrow, before Parquet compression)."""
-    max_wait_secs: float = Field(60.0, gt=0)
+    max_wait_secs: float = Field(60.0, gt=0, le=1200)
     """Commit once the oldest buffered micro-batch is this old (capped at half the broker's
-    ``lease_secs``, so nothing is redelivered meanwhile)."""
+    ``lease_secs``, so nothing is redelivered meanwhile; RabbitMQ closes a channel holding a
+    delivery unacked for its ``consumer_timeout``, 30 min by default)."""
     max_messages: int = Field(100_000, ge=1)
     """Commit once this many messages are buffered (capped by the broker's unacked limit:
     RabbitMQ prefetch, NATS ``max_ack_pending``)."""
