@@ -93,7 +93,8 @@ def stream_app_id(key: str) -> str:
 
 
 class DeltaTransaction:
-    """One file's rows for one tenant, buffered until :meth:`commit`."""
+    """The rows of one file, or of one stream batch with its message ids, for one tenant,
+    buffered until :meth:`commit`."""
 
     def __init__(self, sink: DeltaSink, profile: TenantProfile):
         self._sink, self._profile = sink, profile
@@ -183,9 +184,10 @@ class DeltaTransaction:
         return written
 
     def rollback(self) -> None:
-        """Forget the buffered rows: nothing of them reached a Delta log."""
+        """Forget the buffered rows and ids: nothing of them reached a Delta log."""
         self._specs.clear()
         self._parts.clear()
+        self._ids.clear()
 
 
 class _Conflict(Exception):
