@@ -10,13 +10,21 @@ holds that transaction is skipped on a retry, so a crash between two commits red
 missing ones; the ledger commit makes the file a duplicate. A crash inside ``write_deltalake``
 (Parquet files written, log entry not) leaves only unreferenced files, which ``vacuum`` removes.
 
+A stream batch ``K`` (many micro-batches, buffered by :mod:`simbdp.stream.lakebuffer`) carries
+``simbdp-stream:<K>``, version 1, the same way. Its message ids are first recorded, pending, in
+the tenant's message-id index (:mod:`simbdp.coredms.lake_ids`), marked committed after the
+ledger commit; a pending batch is resolved against the Delta log under the commit lock (all its
+tables hold ``K``: committed; none: its ids are free; some: rolled forward from the Parquet
+copy staged before the first commit of a batch writing several tables).
+
 The rows of a file are buffered (Arrow) until ``commit``: the app transaction needs the file's
-content key, which the sink learns only then. Stream message ids are not supported yet.
+content key, which the sink learns only then.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,23 +32,34 @@ from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Field, Transaction, write_deltalake
-from deltalake.exceptions import DeltaError, SchemaMismatchError, TableNotFoundError
+from deltalake.exceptions import (
+    CommitFailedError,
+    DeltaError,
+    SchemaMismatchError,
+    TableNotFoundError,
+)
 
 from simbdp.coredms.base import LedgerEntry, register_sink
+from simbdp.coredms.lake_ids import MessageIds
 from simbdp.coredms.lock import FileLock
-from simbdp.errors import ConfigError, DuplicateIngestion, SchemaError, SinkUnavailable
+from simbdp.errors import DuplicateIngestion, DuplicateMessages, SchemaError, SinkUnavailable
 from simbdp.profiles.models import SinkSettings, TableSpec, TenantProfile
 from simbdp.quality import dedupe_last
 
-__all__ = ["FILE_APP_PREFIX", "LEDGER_TABLE", "Compaction", "DeltaSink", "DeltaTransaction",
-           "file_app_id"]
+__all__ = ["FILE_APP_PREFIX", "LEDGER_TABLE", "STREAM_APP_PREFIX", "Compaction", "DeltaSink",
+           "DeltaTransaction", "file_app_id", "stream_app_id"]
 
 LEDGER_TABLE = "_simbdp_ledger"
 FILE_APP_PREFIX = "simbdp-file:"
-#: the version of a file's app transaction: a file is committed once, so always 1
+STREAM_APP_PREFIX = "simbdp-stream:"
+#: the version of an app transaction: a file or a stream batch is committed once, so always 1
 FILE_APP_VERSION = 1
-STREAMS_UNSUPPORTED = "delta sinks take batch files only for now (no stream message ids)"
+#: beside the tables: Parquet copies of a stream batch writing several tables, until committed
+PENDING_DIR = "_simbdp_pending"
+#: tries of one table's commit that Delta refused for a concurrent writer's commit
+CONFLICT_TRIES = 5
 
 LEDGER_SCHEMA = pa.schema([
     pa.field("key", pa.string(), False),
@@ -68,13 +87,20 @@ def file_app_id(key: str) -> str:
     return f"{FILE_APP_PREFIX}{key}"
 
 
+def stream_app_id(key: str) -> str:
+    """The Delta app id of a stream batch's commits: one per batch key (``batch:<uuid>``)."""
+    return f"{STREAM_APP_PREFIX}{key.removeprefix('batch:')}"
+
+
 class DeltaTransaction:
-    """One file's rows for one tenant, buffered until :meth:`commit`."""
+    """The rows of one file, or of one stream batch with its message ids, for one tenant,
+    buffered until :meth:`commit`."""
 
     def __init__(self, sink: DeltaSink, profile: TenantProfile):
         self._sink, self._profile = sink, profile
         self._specs: dict[str, TableSpec] = {}
         self._parts: dict[str, list[pa.Table]] = {}
+        self._ids: list[pa.Array] = []
         self.rows_updated = 0
 
     def write(self, table: TableSpec, data: pa.Table | pa.RecordBatch) -> None:
@@ -86,16 +112,19 @@ class DeltaTransaction:
         return self._sink.ledger_lookup(self._profile, key)
 
     def seen_message_ids(self, ids: pa.Array) -> pa.Array:
-        raise ConfigError(STREAMS_UNSUPPORTED)
+        return self._sink.seen_message_ids(self._profile, ids)
 
     def add_message_ids(self, ids: pa.Array) -> None:
-        raise ConfigError(STREAMS_UNSUPPORTED)
+        """Kept until :meth:`commit`, which records them (DuplicateMessages there)."""
+        self._ids.append(pa.array(ids, pa.string()))
 
     def commit(self, entry: LedgerEntry) -> None:
+        if self._ids:
+            self._commit_stream(entry)
+            return
         sink, profile = self._sink, self._profile
         app = file_app_id(entry.key)
-        lock = FileLock(sink.tenant_dir(profile) / ".simbdp.lock",
-                        f"delta {profile.schema_name}: commit lock")
+        lock = sink.lock(profile)
         try:
             ledger = sink.open_table(profile, LEDGER_TABLE)
             if ledger.transaction_version(app) is not None:
@@ -107,36 +136,65 @@ class DeltaTransaction:
             for name in sorted(self._parts):
                 self.commit_table(name, entry)
             sink.fault_point("delta_before_ledger")
-            row = pa.table({
-                "key": [entry.key], "source": [entry.source],
-                "ingestion_id": [entry.ingestion_id], "rows": [entry.rows],
-                "tables": [",".join(sorted(self._parts))],
-                "committed_at": pa.array([datetime.now(UTC)], pa.timestamp("us", tz="UTC")),
-            }, schema=LEDGER_SCHEMA)
-            sink.append(profile, LEDGER_TABLE, row, entry)
+            sink.append_ledger(profile, entry, sorted(self._parts), app)
         finally:
             lock.release()
             self.rollback()
 
-    def commit_table(self, name: str, entry: LedgerEntry) -> bool:
-        """Commit the buffered rows of one table with the file's app transaction, unless that
-        table already holds it (an earlier try of this file got that far). True if written."""
+    def _commit_stream(self, entry: LedgerEntry) -> None:
+        """A stream batch: its ids recorded pending (DuplicateMessages if one is committed),
+        then each table's commit, the ledger's, and the ids marked committed."""
         sink, profile = self._sink, self._profile
-        if sink.open_table(profile, name).transaction_version(file_app_id(entry.key)) is not None:
-            return False
-        spec = self._specs[name]
+        ids = pa.concat_arrays(self._ids)
+        names = sorted(self._parts)
+        lock = sink.lock(profile)
+        try:
+            with MessageIds(sink.tenant_dir(profile)) as index:
+                if not index.claim(entry.key, ids, names, entry.source):
+                    committed, pending = index.lookup(ids)
+                    resolved = [b for b in pending if sink.resolve_batch(profile, index, b)]
+                    if committed or resolved or not index.claim(entry.key, ids, names,
+                                                                entry.source):
+                        raise DuplicateMessages(
+                            f"tenant {entry.tenant!r}: message ids already committed to the "
+                            "lake (or repeated in the batch)")
+                if len(names) > 1:  # a crash between two table commits rolls forward
+                    self._stage(entry.key)
+                for name in names:
+                    self.commit_table(name, entry, stream_app_id(entry.key))
+                sink.fault_point("delta_stream_before_ledger")
+                sink.append_ledger(profile, entry, names, stream_app_id(entry.key))
+                index.committed(entry.key)
+            sink.unstage(profile, entry.key)
+        finally:
+            lock.release()
+            self.rollback()
+
+    def _stage(self, key: str) -> None:
+        folder = self._sink.staged_dir(self._profile, key)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, parts in self._parts.items():
+            pq.write_table(pa.concat_tables(parts), folder / f"{name}.parquet")
+
+    def commit_table(self, name: str, entry: LedgerEntry, app: str | None = None) -> bool:
+        """Commit the buffered rows of one table with the app transaction (the file's by
+        default), unless that table already holds it (an earlier try got that far). True if
+        written."""
         data = pa.concat_tables(self._parts[name]).combine_chunks()
-        if spec.primary_key:
-            self.rows_updated += sink.upsert(profile, spec, dedupe_last(data, spec.primary_key),
-                                             entry)
-        else:
-            sink.append(profile, name, data, entry)
-        return True
+        written, updated = self._sink.commit_table(self._profile, self._specs[name], data,
+                                                   entry, app or file_app_id(entry.key))
+        self.rows_updated += updated
+        return written
 
     def rollback(self) -> None:
-        """Forget the buffered rows: nothing of them reached a Delta log."""
+        """Forget the buffered rows and ids: nothing of them reached a Delta log."""
         self._specs.clear()
         self._parts.clear()
+        self._ids.clear()
+
+
+class _Conflict(Exception):
+    """Delta refused a commit: another writer committed meanwhile (retried)."""
 
 
 @register_sink
@@ -171,6 +229,18 @@ class DeltaSink:
             raise SinkUnavailable(f"tenant {profile.tenant_id!r}: delta table {table!r}: "
                                   f"{e}") from e
 
+    def lock(self, profile: TenantProfile) -> FileLock:
+        """The tenant's commit lock (a local ``flock``): file and stream commits, resolution
+        of pending stream batches and compaction take turns under it."""
+        return FileLock(self.tenant_dir(profile) / ".simbdp.lock",
+                        f"delta {profile.schema_name}: commit lock")
+
+    def staged_dir(self, profile: TenantProfile, key: str) -> Path:
+        return self.tenant_dir(profile) / PENDING_DIR / key.replace(":", "_")
+
+    def unstage(self, profile: TenantProfile, key: str) -> None:
+        shutil.rmtree(self.staged_dir(profile, key), ignore_errors=True)
+
     def fault_point(self, name: str) -> None:
         """Crash here if ``<path>/.faults/<name>`` exists: lets tests kill a worker between
         the data tables' commits and the ledger's (like the batch job's fault points)."""
@@ -179,17 +249,58 @@ class DeltaSink:
 
     # writes ---------------------------------------------------------------------------------
     @staticmethod
-    def _commit_properties(entry: LedgerEntry) -> CommitProperties:
+    def _commit_properties(entry: LedgerEntry, app: str) -> CommitProperties:
         return CommitProperties(
-            app_transactions=[Transaction(file_app_id(entry.key), FILE_APP_VERSION)],
+            app_transactions=[Transaction(app, FILE_APP_VERSION)],
             custom_metadata={"simbdp.source": entry.source,
                              "simbdp.ingestion_id": entry.ingestion_id})
 
+    def commit_table(self, profile: TenantProfile, spec: TableSpec, data: pa.Table,
+                     entry: LedgerEntry, app: str) -> tuple[bool, int]:
+        """One table's commit of ``data`` carrying app transaction ``app``, unless the table
+        holds it already; retried when Delta refuses it for another writer's concurrent
+        commit. (written, rows that updated a row)."""
+        for attempt in range(1, CONFLICT_TRIES + 1):
+            if self.open_table(profile, spec.name).transaction_version(app) is not None:
+                return False, 0
+            try:
+                if spec.primary_key:
+                    return True, self.upsert(profile, spec, dedupe_last(data, spec.primary_key),
+                                             entry, app)
+                self.append(profile, spec.name, data, entry, app)
+                return True, 0
+            except _Conflict as e:
+                if attempt == CONFLICT_TRIES:
+                    raise SinkUnavailable(f"tenant {profile.tenant_id!r}: delta table "
+                                          f"{spec.name!r}: concurrent commits: {e}") from e
+        raise AssertionError("unreachable")
+
+    def append_ledger(self, profile: TenantProfile, entry: LedgerEntry, tables: list[str],
+                      app: str) -> None:
+        row = pa.table({
+            "key": [entry.key], "source": [entry.source],
+            "ingestion_id": [entry.ingestion_id], "rows": [entry.rows],
+            "tables": [",".join(tables)],
+            "committed_at": pa.array([datetime.now(UTC)], pa.timestamp("us", tz="UTC")),
+        }, schema=LEDGER_SCHEMA)
+        for attempt in range(1, CONFLICT_TRIES + 1):
+            if self.open_table(profile, LEDGER_TABLE).transaction_version(app) is not None:
+                return
+            try:
+                self.append(profile, LEDGER_TABLE, row, entry, app)
+                return
+            except _Conflict as e:
+                if attempt == CONFLICT_TRIES:
+                    raise SinkUnavailable(f"tenant {profile.tenant_id!r}: delta ledger: "
+                                          f"concurrent commits: {e}") from e
+
     def append(self, profile: TenantProfile, table: str, data: pa.Table,
-               entry: LedgerEntry) -> None:
+               entry: LedgerEntry, app: str) -> None:
         try:
             write_deltalake(self.table_uri(profile, table), data, mode="append",
-                            commit_properties=self._commit_properties(entry))
+                            commit_properties=self._commit_properties(entry, app))
+        except CommitFailedError as e:
+            raise _Conflict(str(e)) from e
         except SchemaMismatchError as e:
             raise SchemaError(f"tenant {profile.tenant_id!r}: table {table!r}: {e}") from e
         except (DeltaError, OSError) as e:
@@ -197,14 +308,16 @@ class DeltaSink:
                                   f"failed: {e}") from e
 
     def upsert(self, profile: TenantProfile, spec: TableSpec, data: pa.Table,
-               entry: LedgerEntry) -> int:
+               entry: LedgerEntry, app: str) -> int:
         """Merge ``data`` by key in one commit; returns the rows that updated a row."""
         on = " AND ".join(f"s.{k} = t.{k}" for k in spec.primary_key)
         try:
             metrics = (self.open_table(profile, spec.name)
                        .merge(data, on, source_alias="s", target_alias="t",
-                              commit_properties=self._commit_properties(entry))
+                              commit_properties=self._commit_properties(entry, app))
                        .when_matched_update_all().when_not_matched_insert_all().execute())
+        except CommitFailedError as e:
+            raise _Conflict(str(e)) from e
         except SchemaMismatchError as e:
             raise SchemaError(f"tenant {profile.tenant_id!r}: table {spec.name!r}: {e}") from e
         except (DeltaError, OSError) as e:
@@ -226,8 +339,7 @@ class DeltaSink:
         merge must not cross). App transactions are log entries, not data: a file committed
         before the compaction is still a duplicate after it (checked in the tests).
         """
-        lock = FileLock(self.tenant_dir(profile) / ".simbdp.lock",
-                        f"delta {profile.schema_name}: commit lock")
+        lock = self.lock(profile)
         try:
             dt = self.open_table(profile, table)
             before = len(dt.file_uris())
@@ -278,7 +390,52 @@ class DeltaSink:
                            ingestion_id=r["ingestion_id"], rows=int(r["rows"] or 0))
 
     def seen_message_ids(self, profile: TenantProfile, ids: pa.Array) -> pa.Array:
-        raise ConfigError(STREAMS_UNSUPPORTED)
+        """From the tenant's message-id index (no scan of Delta files). Ids of a pending batch
+        (a writer mid-commit, or one that died) are resolved under the commit lock first."""
+        self.tenant_dir(profile).mkdir(parents=True, exist_ok=True)
+        with MessageIds(self.tenant_dir(profile)) as index:
+            seen, pending = index.lookup(ids)
+            if pending:
+                lock = self.lock(profile)
+                try:
+                    for batch in pending:
+                        self.resolve_batch(profile, index, batch)
+                    seen, _ = index.lookup(ids)
+                finally:
+                    lock.release()
+        return pa.array(seen, pa.string())
+
+    def resolve_batch(self, profile: TenantProfile, index: MessageIds, key: str) -> bool:
+        """Settle a pending stream batch (under the commit lock, so its writer is done or
+        dead): True if it is committed now (rolled forward if need be), False if its ids
+        are free again (it reached no table)."""
+        batch = index.pending(key)
+        if batch is None:  # settled meanwhile
+            return index.state(key) == "committed"
+        app = stream_app_id(key)
+        entry = LedgerEntry(tenant=profile.tenant_id, key=key, source=batch.source,
+                            ingestion_id=key, rows=batch.rows)
+        if self.open_table(profile, LEDGER_TABLE).transaction_version(app) is None:
+            done = [t for t in batch.tables
+                    if self.open_table(profile, t).transaction_version(app) is not None]
+            if not done:
+                index.forget(key)
+                self.unstage(profile, key)
+                return False
+            for name in batch.tables:
+                if name in done:
+                    continue
+                staged = self.staged_dir(profile, key) / f"{name}.parquet"
+                if not staged.exists():
+                    raise SinkUnavailable(
+                        f"tenant {profile.tenant_id!r}: stream batch {key} is in tables "
+                        f"{done} but not in {name!r}, and its staged copy {staged} is gone")
+                self.commit_table(profile, profile.table(name), pq.read_table(staged), entry,
+                                  app)
+            self.append_ledger(profile, entry, batch.tables, app)
+        index.committed(key)
+        self.unstage(profile, key)
+        return True
 
     def begin(self, profile: TenantProfile) -> DeltaTransaction:
         return DeltaTransaction(self, profile)

@@ -287,6 +287,21 @@ class StreamLimits(Model):
     """Largest message; a bigger one is refused."""
 
 
+class LakeSettings(Model):
+    """Stream apps writing to a delta sink: micro-batches are buffered (unacknowledged) and
+    committed together, so the lake gets few large files (see docs/design.md)."""
+
+    target_file_mb: float = Field(128, gt=0)
+    """Commit once the buffered rows reach this many MB (Arrow, before Parquet compression)."""
+    max_wait_secs: float = Field(60.0, gt=0, le=1200)
+    """Commit once the oldest buffered micro-batch is this old (capped at half the broker's
+    ``lease_secs``, so nothing is redelivered meanwhile; RabbitMQ closes a channel holding a
+    delivery unacked for its ``consumer_timeout``, 30 min by default)."""
+    max_messages: int = Field(100_000, ge=1)
+    """Commit once this many messages are buffered (capped by the broker's unacked limit:
+    RabbitMQ prefetch, NATS ``max_ack_pending``)."""
+
+
 class EncryptionSettings(Model):
     """Encrypted input: the tenant's keyset (see docs/design.md, "Encrypted input")."""
 
@@ -363,6 +378,8 @@ class TenantProfile(Model):
     """Limits of batch ingestion (files)."""
     stream: StreamLimits = StreamLimits()
     """Limits of stream ingestion (messages)."""
+    lake: LakeSettings = LakeSettings()
+    """Stream apps into a delta sink: how micro-batches are buffered before a commit."""
     csv: CsvOptions = CsvOptions()
     """How CSV files are read."""
     apps: list[AppSpec] = []

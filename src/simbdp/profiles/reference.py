@@ -46,6 +46,9 @@ batch:
   max_files_per_day: 5000
 csv:
   delimiter: ";"
+lake:  # stream apps into a delta sink: one commit per 64 MB or 30 s of micro-batches
+  target_file_mb: 64
+  max_wait_secs: 30
 """
 
 EXAMPLE_PLATFORM = """\

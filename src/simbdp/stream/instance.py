@@ -90,6 +90,9 @@ class StreamInstance:
                             mb.process(batch, after=flight[-1] if flight else None)))
                     while len(flight) > 1 or (flight and flight[0].done()):
                         await self._await_writing(flight.pop(0))
+                    if mb.lake is not None and mb.lake.due():  # a lake buffer's age bound
+                        flight.append(asyncio.create_task(
+                            mb.flush_lake(after=flight[-1] if flight else None)))
                     if not flight and not batch and mb.holding:
                         await asyncio.to_thread(mb.release)  # quiet: others' turn
                     if asyncio.get_running_loop().time() >= next_report:
@@ -99,12 +102,16 @@ class StreamInstance:
                 except BrokerUnavailable as e:
                     await self._settle(flight)  # their deliveries come back if unacked
                     flight = []
+                    if mb.lake is not None:
+                        mb.lake.drop()  # unacked: they come back
                     await asyncio.to_thread(mb.release)  # no commits while the broker is away
                     self._outage.lost(str(e))
                     await self.broker.close()
                     await self._connect(stop)
         finally:
             await self._settle(flight)  # a stop drains the batches in flight
+            if stop.is_set() and self._outage.since is None:  # and commits a lake buffer
+                await self._settle([asyncio.create_task(mb.flush_lake(force=True))])
         if self._outage.since is None:  # with the broker away, a stop does not wait
             with contextlib.suppress(BrokerUnavailable, TimeoutError):
                 await asyncio.wait_for(self._report(), 3)

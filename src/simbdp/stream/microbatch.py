@@ -29,6 +29,7 @@ from simbdp.profiles.models import AppSpec, PlatformConfig, TenantProfile
 from simbdp.quality import QualityStats
 from simbdp.stream.brokers import Broker, Delivery
 from simbdp.stream.decode import decode_batch
+from simbdp.stream.lakebuffer import LakeBuffer, lake_limits, writes_lake
 from simbdp.stream.retry import retry_sink
 from simbdp.stream.transform import Transform, Transformed
 from simbdp.stream.window import Window
@@ -69,6 +70,9 @@ class MicroBatches:
             for s in profile.table(t).sinks:
                 self._by_sink.setdefault(s, []).append(t)
         self.sink_names = sorted(self._by_sink)
+        #: a lake app's micro-batches are committed together (stream/lakebuffer.py)
+        self.lake = LakeBuffer(lake_limits(config, profile, spec, broker)) \
+            if writes_lake(config, profile, spec) else None
 
     # sinks ------------------------------------------------------------------------------------
     def _sink(self, name: str) -> Sink:
@@ -131,7 +135,8 @@ class MicroBatches:
         unique key on the message ids, inside the write transaction, is the check: a
         publisher's duplicate rolls the transaction back and the batch is ``redo``ne with
         the lookup. That saves a query per micro-batch on the common path."""
-        if not redo and len(self.sink_names) == 1 and not any(d.redelivered for d in batch):
+        if not redo and len(self.sink_names) == 1 and self.lake is None \
+                and not any(d.redelivered for d in batch):
             await self._sort_out(batch, set(), count=True, after=after)
             return
         if after is not None:
@@ -151,6 +156,9 @@ class MicroBatches:
                 txn = self._begin(self.sink_names[0])
                 try:
                     seen.update(txn.seen_message_ids(ids).to_pylist())
+                    if self.lake is not None:  # a publisher's duplicate of a buffered one
+                        seen.update(d.id for d in batch
+                                    if d.id in self.lake.ids and not d.redelivered)
                 except BaseException:
                     txn.rollback()
                     raise
@@ -230,6 +238,26 @@ class MicroBatches:
             decoded.rows, decoded.good)
 
     async def _commit(self, outputs: dict[str, pa.Table], keep: list[Delivery]) -> None:
+        if self.lake is not None:  # buffered; committed once the buffer is full
+            taken = self.lake.add(outputs, keep)
+            if taken is None:
+                return
+            outputs, keep = taken
+        await self._commit_now(outputs, keep)
+
+    async def flush_lake(self, *, force: bool = False,
+                         after: asyncio.Task[None] | None = None) -> None:
+        """After ``after``, commit and ack the lake buffer if its age bound is reached, or
+        whatever it holds with ``force`` (a stop)."""
+        if after is not None:
+            await after
+        while self.lake is not None and (force or self.lake.due()):
+            taken = self.lake.take()
+            if taken is None:
+                return
+            await self._commit_now(*taken)  # a redo of duplicates buffers again
+
+    async def _commit_now(self, outputs: dict[str, pa.Table], keep: list[Delivery]) -> None:
         ids = pa.array([d.id for d in keep], pa.string())
         try:
             ok = await retry_sink("commit", lambda: self._write_all(outputs, ids), self.log,

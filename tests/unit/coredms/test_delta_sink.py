@@ -3,11 +3,12 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from simbdp.coredms.base import LedgerEntry, open_sink
-from simbdp.coredms.delta import LEDGER_TABLE, DeltaSink, file_app_id
-from simbdp.errors import ConfigError, DuplicateIngestion
+from simbdp.coredms.delta import LEDGER_TABLE, DeltaSink, file_app_id, stream_app_id
+from simbdp.coredms.lake_ids import MessageIds
+from simbdp.errors import DuplicateIngestion, DuplicateMessages
 from simbdp.profiles.models import SinkSettings, TenantProfile
 
 PROFILE = TenantProfile.model_validate({
@@ -122,11 +123,97 @@ def test_a_file_with_no_rows_is_still_in_the_ledger(sink):
         file_app_id("empty")) == 1
 
 
-def test_stream_message_ids_are_refused(sink):
-    with pytest.raises(ConfigError, match="batch files only"):
-        sink.seen_message_ids(PROFILE, pa.array(["m1"]))
-    with pytest.raises(ConfigError, match="batch files only"):
-        sink.begin(PROFILE).add_message_ids(pa.array(["m1"]))
+def ids(*xs):  # type: ignore[no-untyped-def]
+    return pa.array(list(xs), pa.string())
+
+
+def stream_commit(sink, key, message_ids, log_rows, kv_rows=None):  # type: ignore[no-untyped-def]
+    tx = sink.begin(PROFILE)
+    tx.add_message_ids(message_ids)
+    tx.write(PROFILE.table("log"), log(*log_rows))
+    if kv_rows:
+        tx.write(PROFILE.table("kv"), kv(*kv_rows))
+    tx.commit(LedgerEntry(tenant="acme", key=key, source="stream:ev", ingestion_id=key,
+                          rows=len(message_ids)))
+    return tx
+
+
+def test_a_stream_batch_commits_once_and_its_ids_are_seen(sink):
+    stream_commit(sink, "batch:b1", ids("m1", "m2"), (["a", "b"], [1, 2]))
+    assert sink.seen_message_ids(PROFILE, ids("m0", "m1", "m2")).to_pylist() == ["m1", "m2"]
+    assert sink.begin(PROFILE).seen_message_ids(ids("m2", "m3")).to_pylist() == ["m2"]
+    for table in ("log", LEDGER_TABLE):
+        dt = DeltaTable(sink.table_uri(PROFILE, table))
+        assert dt.transaction_version(stream_app_id("batch:b1")) == 1
+    with pytest.raises(DuplicateMessages):  # m2 again: nothing of this batch is committed
+        stream_commit(sink, "batch:b2", ids("m2", "m3"), (["c", "d"], [3, 4]))
+    with pytest.raises(DuplicateMessages):  # an id twice in one batch
+        stream_commit(sink, "batch:b3", ids("m4", "m4"), (["e", "f"], [5, 6]))
+    assert sink.count_rows(PROFILE, "log") == 2
+    assert sink.seen_message_ids(PROFILE, ids("m3", "m4")).to_pylist() == []
+    stream_commit(sink, "batch:b4", ids("m3", "m4"), (["c", "d"], [3, 4]))
+    assert sink.count_rows(PROFILE, "log") == 4
+
+
+def claim_then_die(sink, key, message_ids, tables, commit):  # type: ignore[no-untyped-def]
+    """What a writer leaves when it dies after claiming the ids and committing ``commit``."""
+    with MessageIds(sink.tenant_dir(PROFILE)) as index:
+        assert index.claim(key, message_ids, tables, "stream:ev")
+    tx = sink.begin(PROFILE)
+    tx.write(PROFILE.table("log"), log(["a", "b"], [1, 2]))
+    tx.write(PROFILE.table("kv"), kv(["a"], [1]))
+    if len(tables) > 1:
+        tx._stage(key)
+    for name in commit:
+        tx.commit_table(name, LedgerEntry("acme", key, "stream:ev", key, 2), stream_app_id(key))
+
+
+def test_a_batch_whose_writer_died_before_any_commit_frees_its_ids(sink):
+    claim_then_die(sink, "batch:dead", ids("m1", "m2"), ["log"], [])
+    assert sink.seen_message_ids(PROFILE, ids("m1", "m2")).to_pylist() == []
+    stream_commit(sink, "batch:next", ids("m1", "m2"), (["a", "b"], [1, 2]))
+    assert sink.count_rows(PROFILE, "log") == 2
+
+
+def test_a_batch_committed_to_its_table_but_not_the_ledger_is_committed(sink):
+    claim_then_die(sink, "batch:half", ids("m1", "m2"), ["log"], ["log"])
+    # the next writer of the same messages finds them pending, resolves, and is a duplicate
+    with pytest.raises(DuplicateMessages):
+        stream_commit(sink, "batch:again", ids("m1", "m2"), (["a", "b"], [1, 2]))
+    assert sink.count_rows(PROFILE, "log") == 2
+    assert sink.seen_message_ids(PROFILE, ids("m1", "m2")).to_pylist() == ["m1", "m2"]
+    ledger = DeltaTable(sink.table_uri(PROFILE, LEDGER_TABLE))
+    assert ledger.transaction_version(stream_app_id("batch:half")) == 1
+
+
+def test_a_batch_in_one_of_two_tables_rolls_forward_from_its_staged_copy(sink, tmp_path):
+    claim_then_die(sink, "batch:split", ids("m1", "m2"), ["kv", "log"], ["kv"])
+    assert sink.count_rows(PROFILE, "log") == 0
+    assert sink.seen_message_ids(PROFILE, ids("m1", "m2")).to_pylist() == ["m1", "m2"]
+    assert sink.count_rows(PROFILE, "log") == 2 and sink.count_rows(PROFILE, "kv") == 1
+    assert not list((tmp_path / "lake" / "acme_ns" / "_simbdp_pending").iterdir())
+    with pytest.raises(DuplicateMessages):
+        stream_commit(sink, "batch:x", ids("m2"), (["z"], [9]))
+
+
+def test_stream_batches_stay_duplicates_after_compaction(sink):
+    for i in range(6):
+        stream_commit(sink, f"batch:c{i}", ids(f"m{i}"), ([f"k{i}"], [i]))
+    tx = sink.begin(PROFILE)
+    tx.write(PROFILE.table("log"), log(["f"], [1]))
+    tx.commit(entry("file1"))
+    c = sink.compact(PROFILE, "log")
+    assert c.files_before == 7 and c.files_after == 1
+    dt = DeltaTable(sink.table_uri(PROFILE, "log"))
+    assert dt.transaction_version(stream_app_id("batch:c0")) == 1
+    assert dt.transaction_version(file_app_id("file1")) == 1
+    with pytest.raises(DuplicateMessages):
+        stream_commit(sink, "batch:later", ids("m0"), (["k0"], [0]))
+    with pytest.raises(DuplicateIngestion):
+        tx = sink.begin(PROFILE)
+        tx.write(PROFILE.table("log"), log(["f"], [1]))
+        tx.commit(entry("file1"))
+    assert sink.count_rows(PROFILE, "log") == 7
 
 
 def test_partition_by_must_name_a_column():
@@ -149,3 +236,37 @@ def test_a_nullable_column_added_to_the_profile_is_added_to_the_table(sink):
     tx.commit(entry("after"))
     got = sink.read_rows(grown, "log").sort_by("k")
     assert got.column("note").to_pylist() == [None, "hi"]
+
+
+class RacedSink(DeltaSink):
+    """A Delta sink whose table gets another writer's commit right after each of its next
+    ``races`` opens of ``kv``: its merge runs on a stale snapshot and Delta refuses it."""
+
+    races = 0
+
+    def open_table(self, profile, table):  # type: ignore[no-untyped-def]
+        dt = super().open_table(profile, table)
+        if table == "kv" and self.races > 0:
+            self.races -= 1
+            write_deltalake(self.table_uri(profile, table), kv([f"other{self.races}"], [0]),
+                            mode="append")
+        return dt
+
+
+def test_a_delta_commit_conflict_with_another_writer_is_retried(tmp_path):
+    sink = RacedSink(SinkSettings(kind="delta", path=tmp_path / "lake"))
+    sink.ensure_tables(PROFILE)
+    tx = sink.begin(PROFILE)
+    tx.write(PROFILE.table("kv"), kv(["a"], [1]))
+    tx.commit(entry("first"))
+    sink.races = 2  # both opens of the next commit see a concurrent commit land after them
+    tx = sink.begin(PROFILE)
+    tx.add_message_ids(ids("m1"))
+    tx.write(PROFILE.table("kv"), kv(["a", "b"], [10, 20]))
+    tx.commit(LedgerEntry("acme", "batch:raced", "stream:ev", "batch:raced", 1))
+    assert sink.races == 0
+    got = dict(zip(*sink.read_rows(PROFILE, "kv").to_pydict().values(), strict=True))
+    assert got == {"a": 10, "b": 20, "other0": 0, "other1": 0}
+    history = DeltaTable(sink.table_uri(PROFILE, "kv")).history()
+    assert sum(1 for h in history if h.get("simbdp.ingestion_id") == "batch:raced") == 1
+    assert sink.seen_message_ids(PROFILE, ids("m1")).to_pylist() == ["m1"]
