@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 
 from simbdp.coredms.base import open_sink
-from simbdp.coredms.delta import Compaction, DeltaSink
+from simbdp.coredms.delta import LEDGER_TABLE, Compaction, DeltaSink
 from simbdp.errors import SimbdpError
 from simbdp.observe.logs import get_logger
 from simbdp.profiles import Platform
@@ -24,22 +24,30 @@ __all__ = ["LakeCompactor", "compact_lake", "lake_tables"]
 
 def lake_tables(platform: Platform, tenant: str | None = None, table: str | None = None
                 ) -> Iterator[tuple[DeltaSink, TenantProfile, str]]:
-    """Every (Delta sink, tenant, table) of the platform, or of one tenant / table. The
-    sinks are opened here and closed when the iteration ends."""
+    """Every (Delta sink, tenant, table) of the platform, or of one tenant / table, each
+    tenant's ledger table last (it gains a file per committed file too). The sinks are
+    opened here and closed when the iteration ends."""
     delta = {n: s for n, s in platform.config.sinks.items() if s.kind == "delta"}
     sinks: dict[str, DeltaSink] = {}
+
+    def sink(name: str) -> DeltaSink:
+        if name not in sinks:
+            sinks[name] = open_sink(delta[name])  # type: ignore[assignment]
+        return sinks[name]
+
     try:
         for profile in platform.tenants.values():
             if tenant is not None and profile.tenant_id != tenant:
                 continue
+            used = sorted({n for spec in profile.tables for n in spec.sinks if n in delta})
             for spec in profile.tables:
-                if table is not None and spec.name != table:
-                    continue
-                for name in spec.sinks:
-                    if name in delta:
-                        if name not in sinks:
-                            sinks[name] = open_sink(delta[name])  # type: ignore[assignment]
-                        yield sinks[name], profile, spec.name
+                if table is None or spec.name == table:
+                    for name in spec.sinks:
+                        if name in delta:
+                            yield sink(name), profile, spec.name
+            if table is None or table == LEDGER_TABLE:
+                for name in used:
+                    yield sink(name), profile, LEDGER_TABLE
     finally:
         for s in sinks.values():
             s.close()

@@ -131,10 +131,13 @@ def test_serve_policy_compacts_tables_over_compact_min_files(make_env, comments,
 
     env, _ = _lake_with_files(make_env, comments, tmp_path, 6, compact_min_files=5)
     compactor = LakeCompactor(env.platform)
-    [c] = compactor.check(env.store)
-    assert (c.tenant, c.table, c.files_before, c.files_after) == ("acme", "comments", 6, 1)
-    [d] = [d for d in env.store.decisions("acme") if d["action"] == "lake_compacted"]
-    assert "6 data files over compact_min_files 5" in d["reason"]
+    done = compactor.check(env.store)
+    # the data table and the tenant's ledger table (a row, so a file, per committed file)
+    assert sorted((c.tenant, c.table, c.files_before, c.files_after) for c in done) == [
+        ("acme", "_simbdp_ledger", 6, 1), ("acme", "comments", 6, 1)]
+    ds = [d for d in env.store.decisions("acme") if d["action"] == "lake_compacted"]
+    assert len(ds) == 2 and all("6 data files over compact_min_files 5" in d["reason"]
+                                for d in ds)
     assert compactor.check(env.store) == []  # 1 file now: nothing to do
     assert env.count("acme", sink="lake") == 600
 

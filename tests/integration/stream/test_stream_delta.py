@@ -231,7 +231,7 @@ def test_compaction_while_a_stream_writes_keeps_every_row_once(make_stream_env, 
 
     def compact() -> None:
         while not stop.is_set():
-            compactions.extend(c.files_before for c in compact_lake(env.platform, "acme"))
+            compactions.extend(c.files_before for c in compact_lake(env.platform, "acme", "events"))
             time.sleep(0.05)
 
     compactor = threading.Thread(target=compact)
@@ -247,7 +247,7 @@ def test_compaction_while_a_stream_writes_keeps_every_row_once(make_stream_env, 
         compactor.join()
         assert len(compactions) > 3 and max(compactions) > 1
         files = len(table(tmp_path).file_uris())
-        [c] = compact_lake(env.platform, "acme")
+        [c] = compact_lake(env.platform, "acme", "events")
         assert c.files_before == files and c.files_after == 1
         # committed before the last compaction: still duplicates after it
         env.publish("acme", rows(500), id_field="id")
