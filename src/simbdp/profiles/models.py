@@ -6,6 +6,7 @@ import fnmatch
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
+from urllib.parse import unquote
 
 from pydantic import (
     BaseModel,
@@ -475,7 +476,9 @@ class SinkSettings(Model):
     """duckdb, postgres or delta (a Delta Lake folder)."""
     path: Path | None = None
     """duckdb: folder of per-tenant database files; delta: root folder of the tenants' Delta
-    tables (``<path>/<namespace>/<table>``)."""
+    tables (``<path>/<namespace>/<table>``), a path or a ``file://`` URI (object stores such as
+    ``s3://`` are refused for now: the lake's commit lock and message-id index need a local
+    folder)."""
     dsn: SecretStr | None = None
     """postgres: connection string, e.g. ``postgresql://user:pw@host/db`` (kept secret)."""
     memory_limit_mb: int = Field(256, ge=64)
@@ -490,6 +493,21 @@ class SinkSettings(Model):
     vacuum_retain_hours: float = Field(168.0, ge=0)
     """delta: files a compaction replaced, and files of writes that never committed, are
     deleted once this old (readers of older versions need them until then)."""
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _local_uri(cls, v: object) -> object:
+        if isinstance(v, str) and "://" in v:
+            scheme, _, rest = v.partition("://")
+            if scheme.lower() != "file":
+                raise ValueError(
+                    f"{v!r}: {scheme}:// is not supported yet (a sink's path is a local folder "
+                    "or a file:// URI; the lake's commit lock and message-id index need a "
+                    "local folder)")
+            if not rest.startswith("/"):
+                raise ValueError(f"{v!r}: a file:// URI names an absolute path (file:///srv/lake)")
+            return unquote(rest)
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> SinkSettings:

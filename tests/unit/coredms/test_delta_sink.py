@@ -222,6 +222,20 @@ def test_partition_by_must_name_a_column():
             {"name": "t", "partition_by": ["nope"], "columns": [{"name": "a", "type": "int"}]}]})
 
 
+def test_path_as_a_file_uri_and_object_stores_refused(tmp_path):
+    lake = tmp_path / "my lake"
+    s = open_sink(SinkSettings(kind="delta", path=lake.as_uri()))
+    s.ensure_tables(PROFILE)
+    tx = s.begin(PROFILE)
+    tx.write(PROFILE.table("kv"), kv(["a"], [1]))
+    tx.commit(entry("uri"))
+    assert DeltaTable(str(lake / "acme_ns" / "kv")).to_pyarrow_table().num_rows == 1
+    with pytest.raises(ValueError, match="s3:// is not supported yet"):
+        SinkSettings(kind="delta", path="s3://bucket/lake")
+    with pytest.raises(ValueError, match="absolute path"):
+        SinkSettings(kind="delta", path="file://lake")
+
+
 def test_a_nullable_column_added_to_the_profile_is_added_to_the_table(sink):
     tx = sink.begin(PROFILE)
     tx.write(PROFILE.table("log"), log(["a"], [1]))
