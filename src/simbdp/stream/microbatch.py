@@ -143,13 +143,17 @@ class MicroBatches:
             await after
         ids = pa.array([d.id for d in batch], pa.string())
         seen: set[str] = set()
+        #: several sinks: the sinks that have each id (a crash between two sinks' commits
+        #: leaves the messages in some sinks only)
+        seen_by: dict[str, set[str]] = {}
 
         def lookup() -> None:
             try:
                 if len(self.sink_names) > 1:
                     for name in self.sink_names:
-                        seen.update(self._sink(name).seen_message_ids(self.profile, ids)
-                                    .to_pylist())
+                        seen_by[name] = set(self._sink(name).seen_message_ids(
+                            self.profile, ids).to_pylist())
+                    seen.update(set.intersection(*seen_by.values()))
                     return
                 # one sink: look up in the transaction that will write the batch, so a DuckDB
                 # tenant file is opened (at most) once per micro-batch, not twice
@@ -171,11 +175,30 @@ class MicroBatches:
             if not await retry_sink("lookup", lookup, self.log, self._beat):
                 await self.broker.nack(self.tenant, batch)  # redelivered later, nothing lost
                 return
+            batch = await self._complete_partial(batch, seen, seen_by)
             await self._sort_out(batch, seen, count=not redo)
         finally:
             if self._open_txn is not None:  # nothing was written with it
                 self._open_txn.rollback()
                 self._open_txn = None
+
+    async def _complete_partial(self, batch: list[Delivery], seen: set[str],
+                                seen_by: dict[str, set[str]]) -> list[Delivery]:
+        """Write messages that some sinks have and others not into those others only; the
+        rest of ``batch`` is returned."""
+        missing: dict[tuple[str, ...], list[Delivery]] = {}
+        rest = []
+        for d in batch:
+            have = [n for n, ids in seen_by.items() if d.id in ids]
+            if have and d.id not in seen:
+                missing.setdefault(tuple(n for n in self.sink_names if n not in have),
+                                   []).append(d)
+            else:
+                rest.append(d)
+        for sinks, part in missing.items():
+            self.log.info("completing_sinks", sinks=list(sinks), count=len(part))
+            await self._ingest(part, count=False, sinks=sinks)
+        return rest
 
     async def _sort_out(self, batch: list[Delivery], seen: set[str], *, count: bool,
                         after: asyncio.Task[None] | None = None) -> None:
@@ -195,7 +218,10 @@ class MicroBatches:
             await after
 
     async def _ingest(self, batch: list[Delivery], *, count: bool,
-                      after: asyncio.Task[None] | None = None) -> None:
+                      after: asyncio.Task[None] | None = None,
+                      sinks: tuple[str, ...] | None = None) -> None:
+        """Decode, transform, dead-letter the poison, commit (into ``sinks`` only, if given)
+        and ack."""
         owned = set(self.spec.tables)
         poison: list[tuple[Delivery, str]] = []
         routed = []
@@ -219,7 +245,10 @@ class MicroBatches:
         if after is not None:
             await after  # the previous micro-batch committed (and its acks are under way)
         if keep:
-            await self._commit(done.outputs, keep)
+            if sinks is None:
+                await self._commit(done.outputs, keep)
+            else:
+                await self._commit_now(done.outputs, keep, sinks)
         w = self.window
         w.rows_rejected += len(poison) + done.rows_rejected
         if count:  # a redo's messages were counted the first time
@@ -257,11 +286,12 @@ class MicroBatches:
                 return
             await self._commit_now(*taken)  # a redo of duplicates buffers again
 
-    async def _commit_now(self, outputs: dict[str, pa.Table], keep: list[Delivery]) -> None:
+    async def _commit_now(self, outputs: dict[str, pa.Table], keep: list[Delivery],
+                          sinks: tuple[str, ...] | None = None) -> None:
         ids = pa.array([d.id for d in keep], pa.string())
         try:
-            ok = await retry_sink("commit", lambda: self._write_all(outputs, ids), self.log,
-                                  self._beat)
+            ok = await retry_sink("commit", lambda: self._write_all(outputs, ids, sinks),
+                                  self.log, self._beat)
         except DuplicateMessages:
             # committed before (a publisher's duplicate, or another instance meanwhile): the
             # transaction rolled back; look the ids up and redo
@@ -289,10 +319,15 @@ class MicroBatches:
         if task is not None:
             await task
 
-    def _write_all(self, outputs: dict[str, pa.Table], ids: pa.Array) -> None:
+    def _write_all(self, outputs: dict[str, pa.Table], ids: pa.Array,
+                   sinks: tuple[str, ...] | None = None) -> None:
         key = f"batch:{uuid.uuid4().hex}"
         try:
-            for sink_name, tables in sorted(self._by_sink.items()):
+            for i, (sink_name, tables) in enumerate(sorted(self._by_sink.items())):
+                if sinks is not None and sink_name not in sinks:
+                    continue
+                if i:
+                    _fault_point(self.config.home, "stream_between_sinks")
                 txn = self._open_txn or self._begin(sink_name)
                 self._open_txn = None
                 try:

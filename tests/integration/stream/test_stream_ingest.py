@@ -156,6 +156,35 @@ def test_rabbitmq_and_postgres_exactly_once_after_sigkill(make_stream_env, rabbi
     assert [d.id for d in env.dead_letters()] == ["bad:0"]
 
 
+@pytest.mark.postgres
+def test_sigkill_between_two_sinks_commits_then_each_sink_gets_each_message_once(
+        make_stream_env, pg_dsn):
+    """A table in DuckDB and PostgreSQL: killed after DuckDB's commit, before PostgreSQL's.
+    The redelivered messages are committed in DuckDB already: they go to PostgreSQL only."""
+    tenant = stream_tenant()
+    tenant["tables"] = [{**t, "sinks": ["default", "pg"]} for t in tenant["tables"]]
+    env = make_stream_env([tenant], sinks={"pg": {"kind": "postgres", "dsn": pg_dsn}})
+    faults = env.config.home / ".faults"
+    faults.mkdir()
+    (faults / "stream_between_sinks").touch()
+    env.publish("acme", rows(500), id_field="id")
+    manager = StreamManager(env.platform, env.store, grace_secs=5)
+    env.store.set_desired("acme", "ev", 1)
+    manager.reconcile()
+    [inst] = manager.apps[("acme", "ev")].instances
+    assert _wait(lambda: inst.proc.poll() is not None)
+    assert inst.proc.returncode == 137  # DuckDB committed, PostgreSQL not
+    assert env.count() > 0 and env.count(sink="pg") == 0
+    (faults / "stream_between_sinks").unlink()
+    try:
+        assert _wait(lambda: (manager.reconcile(),
+                              env.count() == env.count(sink="pg") == 500)[1], secs=60)
+        time.sleep(1)  # nothing more arrives
+    finally:
+        manager.shutdown()
+    assert env.count() == env.count(sink="pg") == 500
+
+
 HANGING_APP = '''
 import time
 import pyarrow.compute as pc
