@@ -126,18 +126,6 @@ def _reason(problems: list[tuple[str, str, str]]) -> str:
                      for f, loc, msg in problems)
 
 
-def _lake_app_problem(config: PlatformConfig, profile: TenantProfile, tables: list[str]
-                      ) -> str | None:
-    """A stream app writing to a delta sink must write to that sink only: its micro-batches
-    are buffered for the lake, and no other sink commits with them."""
-    sinks = sorted({s for t in tables for s in profile.table(t).sinks if s in config.sinks})
-    delta = [s for s in sinks if config.sinks[s].kind == "delta"]
-    if delta and len(sinks) > 1:
-        return (f"a stream app writing to the delta sink {delta[0]!r} writes to no other sink "
-                f"(its tables write to {', '.join(sinks)}); give the lake its own app")
-    return None
-
-
 def _load_tenants(config: PlatformConfig) -> tuple[dict[str, TenantProfile], dict[str, str]]:
     """Every profile under ``tenants/``: the good ones, and why each other one is broken."""
     tenants: dict[str, TenantProfile] = {}
@@ -155,9 +143,6 @@ def _load_tenants(config: PlatformConfig) -> tuple[dict[str, TenantProfile], dic
             continue
         unknown = [(str(path), f"tables.{t.name}.sinks", f"unknown sink {s!r}")
                    for t in profile.tables for s in t.sinks if s not in config.sinks]
-        unknown += [(str(path), f"apps.{a.name}.tables", problem)
-                    for a in profile.stream_apps()
-                    if (problem := _lake_app_problem(config, profile, a.tables))]
         if unknown:
             broken[tid] = _reason(unknown)
         else:

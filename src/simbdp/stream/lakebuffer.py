@@ -38,7 +38,8 @@ class LakeLimits:
 
 
 def writes_lake(config: PlatformConfig, profile: TenantProfile, spec: AppSpec) -> bool:
-    """Does the app write to a delta sink (then only to it: profile validation)."""
+    """Does the app write to a delta sink (its other sinks then commit with the lake, when
+    the buffer does)."""
     return any(config.sinks[s].kind == "delta" for t in spec.tables
                for s in profile.table(t).sinks if s in config.sinks)
 

@@ -154,6 +154,9 @@ class MicroBatches:
                         seen_by[name] = set(self._sink(name).seen_message_ids(
                             self.profile, ids).to_pylist())
                     seen.update(set.intersection(*seen_by.values()))
+                    if self.lake is not None:  # a publisher's duplicate of a buffered one
+                        seen.update(d.id for d in batch
+                                    if d.id in self.lake.ids and not d.redelivered)
                     return
                 # one sink: look up in the transaction that will write the batch, so a DuckDB
                 # tenant file is opened (at most) once per micro-batch, not twice

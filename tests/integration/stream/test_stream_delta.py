@@ -291,3 +291,34 @@ def test_two_instances_writing_one_table_lose_no_commit(make_stream_env, tmp_pat
         loaded[r["instance"]] = loaded.get(r["instance"], 0) + r["rows_loaded"]
     assert len(loaded) == 2 and all(loaded.values()), loaded  # both committed to the table
     assert sum(loaded.values()) == 4000
+
+
+def test_lake_and_duckdb_each_get_each_message_once_through_a_kill_between_them(
+        make_stream_env, tmp_path):
+    """One table in DuckDB and the lake: both commit when the lake buffer does. Killed after
+    DuckDB's commit, before the lake's: the messages come back and go to the lake only."""
+    tenant = lake_tenant({"max_wait_secs": 1})
+    tenant["tables"][0]["sinks"] = ["default", "lake"]
+    env = lake_env(make_stream_env, tmp_path, tenant)
+    faults = env.config.home / ".faults"
+    faults.mkdir()
+    (faults / "stream_between_sinks").touch()
+    env.publish("acme", rows(300), id_field="id")
+    manager = StreamManager(env.platform, env.store, grace_secs=5)
+    env.store.set_desired("acme", "ev", 1)
+    manager.reconcile()
+    [inst] = manager.apps[("acme", "ev")].instances
+    try:
+        assert _wait(lambda: inst.proc.poll() is not None)
+        assert inst.proc.returncode == 137  # DuckDB committed, the lake not
+        assert env.count() > 0 and env.count(sink="lake") == 0
+        (faults / "stream_between_sinks").unlink()
+        assert _wait(lambda: (manager.reconcile(),
+                              env.count() == env.count(sink="lake") == 300)[1], secs=60)
+        env.publish("acme", rows(300), id_field="id")  # a publisher's duplicates: skipped
+        env.publish("acme", rows(20, start=300), id_field="id")
+        assert _wait(lambda: env.count(sink="lake") == 320, secs=60)
+        time.sleep(2)
+    finally:
+        manager.shutdown()
+    assert env.count() == env.count(sink="lake") == 320

@@ -113,17 +113,13 @@ def test_cli_check_prints_errors(tmp_path):
     assert "bad.yaml" in result.stderr and "tables" in result.stderr
 
 
-def test_a_stream_app_into_a_delta_sink_and_another_sink_disables_the_tenant(tmp_path):
+def test_a_stream_app_into_a_delta_sink_and_another_sink_loads(tmp_path):
     (tmp_path / "tenants").mkdir()
     write(tmp_path / "platform.yaml", {"sinks": {"lake": {"kind": "delta", "path": "lake"}}})
     data = {**GOOD, "tables": [{**GOOD["tables"][0], "sinks": ["default", "lake"]}],
-            "apps": [{"name": "ev", "kind": "stream", "tables": ["comments"]}]}
+            "apps": [{"name": "ev", "kind": "stream", "tables": ["comments"]}],
+            "lake": {"target_file_mb": 16, "max_wait_secs": 5}}
     write(tmp_path / "tenants" / "acme.yaml", data)
-    write(tmp_path / "tenants" / "beta.yaml", {
-        **GOOD, "tenant_id": "beta", "tables": [{**GOOD["tables"][0], "sinks": ["lake"]}],
-        "apps": [{"name": "ev", "kind": "stream", "tables": ["comments"]}],
-        "lake": {"target_file_mb": 16, "max_wait_secs": 5}})
     platform = load_platform(tmp_path)
-    assert list(platform.tenants) == ["beta"]  # a stream app into the lake alone is fine
-    assert platform.tenant("beta").lake.max_wait_secs == 5
-    assert "writes to no other sink" in platform.broken["acme"]
+    assert list(platform.tenants) == ["acme"] and not platform.broken
+    assert platform.tenant("acme").lake.max_wait_secs == 5
