@@ -286,6 +286,11 @@ class StreamLimits(Model):
     """Message bytes per day."""
     max_message_bytes: ByteSize = ByteSize(1024**2)
     """Largest message; a bigger one is refused."""
+    route_by: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
+    """Route messages to stream apps by their type: the name of a message header, else of
+    a top-level field of the JSON message, holding it; each stream app then takes the types
+    in its ``message_types``, and a message of another type (or of none) is dead-lettered.
+    Unset: every stream app consumes the whole queue."""
 
 
 class LakeSettings(Model):
@@ -351,6 +356,9 @@ class AppSpec(Model):
     """Stream apps: messages waiting above which the monitor adds an instance."""
     target_latency_ms: int = Field(1_000, ge=1)
     """Stream apps: latency above which the monitor adds an instance."""
+    message_types: list[Annotated[str, StringConstraints(min_length=1)]] = []
+    """Stream apps of a tenant with ``stream.route_by``: the message types the app takes
+    (each type one app's)."""
 
     @field_validator("input_columns")
     @classmethod
@@ -361,6 +369,9 @@ class AppSpec(Model):
     def _check(self) -> AppSpec:
         if self.min_instances > self.max_instances:
             raise ValueError("min_instances is above max_instances")
+        if self.message_types and self.kind != "stream":
+            raise ValueError(f"app {self.name!r}: message_types is for stream apps; a batch "
+                             "app takes files by file_pattern")
         return self
 
 
@@ -425,7 +436,31 @@ class TenantProfile(Model):
             unknown = [t for t in a.tables if t not in tables]
             if unknown:
                 raise ValueError(f"app {a.name!r} writes to unknown tables {unknown}")
+        self._check_routes()
         return self
+
+    def _check_routes(self) -> None:
+        """``stream.route_by`` and the stream apps' ``message_types`` go together, and each
+        type is one app's."""
+        stream, route = self.stream_apps(), self.stream.route_by
+        if route is None:
+            typed = [a.name for a in stream if a.message_types]
+            if typed:
+                raise ValueError(f"tenant {self.tenant_id!r}: stream apps {typed} list "
+                                 "message_types, but stream.route_by (the header or field "
+                                 "holding the type) is not set")
+            return
+        untyped = [a.name for a in stream if not a.message_types]
+        if untyped:
+            raise ValueError(f"tenant {self.tenant_id!r}: stream.route_by is {route!r}, so "
+                             f"every stream app lists its message_types; {untyped} do not")
+        owner: dict[str, str] = {}
+        for a in stream:
+            for t in a.message_types:
+                if owner.setdefault(t, a.name) != a.name:
+                    raise ValueError(f"tenant {self.tenant_id!r}: message type {t!r} is "
+                                     f"taken by apps {owner[t]!r} and {a.name!r}; each type "
+                                     "goes to one app")
 
     @property
     def schema_name(self) -> str:
@@ -469,6 +504,11 @@ class TenantProfile(Model):
 
     def stream_apps(self) -> list[AppSpec]:
         return [a for a in self.apps if a.kind == "stream"]
+
+    @property
+    def routed(self) -> bool:
+        """Whether the tenant's stream apps share its queue, routed by message type."""
+        return self.stream.route_by is not None and bool(self.stream_apps())
 
 
 class SinkSettings(Model):

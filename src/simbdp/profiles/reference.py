@@ -49,6 +49,10 @@ csv:
 lake:  # stream apps into a delta sink: one commit per 64 MB or 30 s of micro-batches
   target_file_mb: 64
   max_wait_secs: 30
+stream:
+  route_by: type  # a message's type: its header "type", else its JSON field "type"
+apps:
+  - {name: orders_feed, kind: stream, tables: [orders], message_types: [order, order_v2]}
 """
 
 EXAMPLE_PLATFORM = """\
