@@ -9,6 +9,10 @@ to the monitor.
 A broker outage is waited out (back-off with jitter, however long it lasts) and reported once
 it ends (log ``broker_reconnected``, ``broker_outage_secs`` in the next report). The loop
 touches a heartbeat file the manager watches; a stop drains the batch in flight.
+
+An instance of a tenant whose profile routes by message type (``stream.route_by``) serves all
+its stream apps: its micro-batches go through :class:`~simbdp.stream.route.Router`, and it
+reports each app's figures under the app's name (``stream/route.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from simbdp.stream.brokers import Broker, Delivery
 from simbdp.stream.heartbeat import Heartbeat, heartbeat_path
 from simbdp.stream.microbatch import MicroBatches
 from simbdp.stream.retry import Backoff, Outage
+from simbdp.stream.route import ROUTED, Router, batch_limits
 from simbdp.stream.window import Window
 
 __all__ = ["StreamInstance"]
@@ -34,20 +39,33 @@ FETCH_SLICE_SECS = 0.25  # the longest one fetch waits, so stops and beats are s
 
 
 class StreamInstance:
-    """One instance of a tenant's stream app, consuming the tenant's queue."""
+    """One instance of a tenant's stream app, consuming the tenant's queue; of a routed
+    tenant (``app`` is then ``ROUTED``), of all its stream apps."""
 
     def __init__(self, platform: Platform, tenant: str, app: str, instance: str,
                  broker: Broker):
         self.config, self.profile = platform.config, platform.tenant(tenant)
-        self.spec = self.profile.app(app)
+        if self.profile.routed:
+            app = ROUTED
         self.tenant, self.app, self.instance, self.broker = tenant, app, instance, broker
         self.log = get_logger("simbdp.stream", tenant=tenant, app=app, instance=instance)
         self._outage = Outage(self.log)
         self._backoff = Backoff()
         self._heartbeat = Heartbeat(heartbeat_path(self.config.home, instance))
         self._beat = self._heartbeat.beat
-        self._batches = MicroBatches(self.config, self.profile, self.spec, broker, self.log,
-                                     self._beat)
+        self._batches: MicroBatches | Router
+        if self.profile.routed:
+            self._batches = Router(self.config, self.profile, broker, self.log, self._beat)
+            self._apps = dict(self._batches.apps)
+            #: most rows, most bytes, longest wait of a micro-batch
+            self._limits = batch_limits(self.profile)
+        else:
+            spec = self.profile.app(app)
+            self._batches = MicroBatches(self.config, self.profile, spec, broker, self.log,
+                                         self._beat)
+            self._apps = {app: self._batches}
+            self._limits = (spec.batch_max_rows, int(spec.batch_max_bytes),
+                            spec.batch_max_wait_ms)
 
     # main loop ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -63,12 +81,14 @@ class StreamInstance:
                     raise SinkUnavailable(
                         f"tenant {self.tenant!r}: sinks {mb.sink_names} unavailable; the "
                         "manager restarts this instance")
-                if self.spec.entrypoint:
-                    mb.runner = stack.enter_context(
-                        AppRunner(self.config.apps_dir(self.tenant), self.spec, self.tenant,
-                                  self.config.apps))
+                for app in self._apps.values():
+                    if app.spec.entrypoint:
+                        app.runner = stack.enter_context(
+                            AppRunner(self.config.apps_dir(self.tenant), app.spec,
+                                      self.tenant, self.config.apps))
                 await self._loop(stop)
-                mb.runner = None
+                for app in self._apps.values():
+                    app.runner = None
         finally:
             await asyncio.to_thread(mb.close)
         await self.broker.close()
@@ -156,35 +176,42 @@ class StreamInstance:
                        ) -> list[Delivery]:
         """A micro-batch: up to max rows or bytes, within max wait, and for as long as the
         previous batch is still being written (so batches grow when the sink is slow)."""
-        spec = self.spec
+        max_rows, max_bytes, max_wait_ms = self._limits
         loop = asyncio.get_running_loop()
         batch: list[Delivery] = []
         size = 0
-        deadline = loop.time() + spec.batch_max_wait_ms / 1000
-        while len(batch) < spec.batch_max_rows and size < spec.batch_max_bytes:
+        deadline = loop.time() + max_wait_ms / 1000
+        while len(batch) < max_rows and size < max_bytes:
             left = deadline - loop.time()
             if writing is not None and not writing.done():
                 left = max(left, 0.02)
             if left <= 0 or (stop.is_set() and not batch):
                 break
-            got = await self.broker.fetch(self.tenant, spec.batch_max_rows - len(batch),
+            got = await self.broker.fetch(self.tenant, max_rows - len(batch),
                                           min(left, FETCH_SLICE_SECS))
             batch.extend(got)
             size += sum(len(d.body) for d in got)
         return batch
 
     async def _report(self) -> None:
-        mb = self._batches
-        w, mb.window = mb.window, Window()
-        report: dict[str, Any] = {
-            "tenant": self.tenant, "app": self.app, "instance": self.instance, **w.figures(),
-            "backlog": await self.broker.backlog(self.tenant),
-            "sandbox": None if mb.runner is None else
-            "bwrap" if mb.runner.confined else "unconfined",
-        }
+        """One report per app (a routed tenant's instance: one for each of its apps, with
+        the tenant queue's backlog, and one as ``ROUTED`` when messages were dead-lettered
+        for want of an app)."""
+        backlog = await self.broker.backlog(self.tenant)
         last = self._outage.last
-        if last is not None:
-            report["broker_outage_start"] = last["outage_start"]
-            report["broker_outage_secs"] = last["outage_secs"]
-        await self.broker.publish_report(report)
+        parts: list[tuple[str, MicroBatches | Router, AppRunner | None]] = [
+            (name, mb, mb.runner) for name, mb in self._apps.items()]
+        if isinstance(self._batches, Router) and self._batches.window.messages:
+            parts.append((ROUTED, self._batches, None))
+        for name, holder, runner in parts:
+            w, holder.window = holder.window, Window()
+            report: dict[str, Any] = {
+                "tenant": self.tenant, "app": name, "instance": self.instance, **w.figures(),
+                "backlog": backlog, "sandbox": None if runner is None else
+                "bwrap" if runner.confined else "unconfined",
+            }
+            if last is not None:
+                report["broker_outage_start"] = last["outage_start"]
+                report["broker_outage_secs"] = last["outage_secs"]
+            await self.broker.publish_report(report)
         self._outage.last = None  # reported once

@@ -8,6 +8,10 @@ sends SIGTERM, the instance drains its batch in flight and exits, and is killed 
 ``stuck_secs`` is stuck: it is killed and restarted. Instances die with the manager: Linux
 sends them SIGTERM when the thread that started them ends, so call ``reconcile`` from the one
 long-lived thread that runs the manager (``run``).
+
+A tenant whose profile routes by message type (``stream.route_by``) runs one set of instances
+for all its stream apps, under the app name ``routed`` (``stream/route.py``): as many as the
+most wanted of its stream apps' desired counts.
 """
 
 from __future__ import annotations
@@ -26,16 +30,17 @@ from simbdp.profiles import Platform
 from simbdp.profiles.models import TenantProfile
 from simbdp.state import StateStore
 from simbdp.stream.heartbeat import heartbeat_path
+from simbdp.stream.route import ROUTED, instance_app
 
 __all__ = ["StreamManager"]
 
 
 def _spec(profile: TenantProfile, app: str) -> object:
-    """What an instance of ``app`` runs with: its spec, the tables and sinks, the limits
-    (not the batch part of the profile)."""
-    spec = next((a for a in profile.apps if a.name == app), None)
-    return (profile.model_dump(exclude={"batch", "apps"}),
-            spec.model_dump() if spec is not None else None)
+    """What an instance of ``app`` runs with: its spec (a routed tenant's: those of all its
+    stream apps), the tables and sinks, the limits (not the batch part of the profile)."""
+    specs = (profile.stream_apps() if app == ROUTED and profile.routed
+             else [a for a in profile.apps if a.name == app])
+    return (profile.model_dump(exclude={"batch", "apps"}), [a.model_dump() for a in specs])
 
 
 @dataclass
@@ -119,9 +124,13 @@ class StreamManager:
         """One pass: start, stop and restart instances to match the desired counts."""
         now = time.monotonic()
         self._refresh(now)
-        desired = {(r["tenant"], r["app"]): r["instances"] for r in self.store.desired()
-                   if r["tenant"] in self.platform.tenants
-                   and self.platform.tenants[r["tenant"]].enabled}
+        desired: dict[tuple[str, str], int] = {}
+        for r in self.store.desired():
+            profile = self.platform.tenants.get(r["tenant"])
+            if profile is None or not profile.enabled:
+                continue
+            key = (r["tenant"], instance_app(profile, r["app"]))
+            desired[key] = max(desired.get(key, 0), r["instances"])
         for key in set(desired) | set(self.apps):
             st = self.apps.setdefault(key, _AppState())
             want = desired.get(key, 0)

@@ -28,7 +28,7 @@ from simbdp.errors import DuplicateMessages
 from simbdp.profiles.models import AppSpec, PlatformConfig, TenantProfile
 from simbdp.quality import QualityStats
 from simbdp.stream.brokers import Broker, Delivery
-from simbdp.stream.decode import decode_batch
+from simbdp.stream.decode import Decoded, decode_batch
 from simbdp.stream.lakebuffer import LakeBuffer, lake_limits, writes_lake
 from simbdp.stream.retry import retry_sink
 from simbdp.stream.transform import Transform, Transformed
@@ -54,13 +54,21 @@ class MicroBatches:
     """Works the micro-batches of one stream app instance, one at a time, in order."""
 
     def __init__(self, config: PlatformConfig, profile: TenantProfile, spec: AppSpec,
-                 broker: Broker, log: Any, beat: Callable[[], None]):
+                 broker: Broker, log: Any, beat: Callable[[], None], *,
+                 decode: Callable[[list[Delivery]], Decoded] | None = None,
+                 sinks: dict[str, Sink] | None = None, whole_batch_acks: bool = True):
+        """``decode``, ``sinks`` and ``whole_batch_acks`` are for the apps of a routed tenant
+        (``stream/route.py``): their rows decoded already, their sink sessions shared, and
+        their acks one per message (a part of a fetched batch does not settle the others)."""
         self.config, self.profile, self.spec, self.broker = config, profile, spec, broker
         self.tenant = profile.tenant_id
         self.log, self._beat = log, beat
         self.window = Window()
         self.runner: AppRunner | None = None
-        self._sinks: dict[str, Sink] = {}
+        self._decode = decode or (lambda ds: decode_batch(
+            ds, int(profile.stream.max_message_bytes), MessageDecryptor(config, profile)))
+        self._whole_batch_acks = whole_batch_acks
+        self._sinks: dict[str, Sink] = {} if sinks is None else sinks
         self._open_txn: SinkTransaction | None = None
         self._turn_until = 0.0  # monotonic: do not take a held session again before
         self._acking: asyncio.Task[None] | None = None  # the acks of the last commit
@@ -263,8 +271,7 @@ class MicroBatches:
     def _decode_and_transform(self, routed: list[Delivery], poison: list[tuple[Delivery, str]]
                               ) -> tuple[list[Delivery], Transformed]:
         """In a worker thread: Arrow parses and casts with the GIL released."""
-        decoded = decode_batch(routed, int(self.profile.stream.max_message_bytes),
-                               MessageDecryptor(self.config, self.profile))
+        decoded = self._decode(routed)
         poison.extend(decoded.poison)
         return decoded.good, Transform(self.config, self.profile, self.spec, self.runner)(
             decoded.rows, decoded.good)
@@ -312,7 +319,7 @@ class MicroBatches:
 
     async def _ack(self, keep: list[Delivery], rows: int) -> None:
         # repeats and poison of this batch were settled before: the batch is done
-        await self.broker.ack(self.tenant, keep, whole_batch=True)
+        await self.broker.ack(self.tenant, keep, whole_batch=self._whole_batch_acks)
         self.window.committed([d.published_at for d in keep], rows)
 
     async def acked(self) -> None:
