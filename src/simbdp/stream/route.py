@@ -64,14 +64,14 @@ class Split:
 
 def _message_types(decoded: Decoded, key: str) -> pa.Array:
     """Each decoded message's type: its header ``key``, else its JSON field ``key`` as text
-    (null when it has neither, or the field is not a scalar)."""
+    (null when it has neither, or when the field is an object or a list in every message)."""
     header = pa.array([d.headers.get(key) for d in decoded.good], pa.string())
     if key == MSG_COLUMN or key not in decoded.rows.column_names:
         return header
     try:
         field = decoded.rows.column(key).cast(pa.string()).combine_chunks()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return header  # an object or a list: not a type
+        return header  # an object or a list throughout: no type (no app takes one)
     return pc.coalesce(header, field)
 
 
