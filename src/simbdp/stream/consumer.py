@@ -7,8 +7,9 @@ it is waiting on; the instance also stops when the manager that started it dies 
 ``PR_SET_PDEATHSIG``, and one check of the parent pid for the race).
 
 The parts: ``instance.py`` (the loop: collect, pipeline, report), ``microbatch.py`` (one
-micro-batch from deliveries to acks), ``transform.py`` (app, conform), ``decode.py``,
-``window.py`` (report figures), ``heartbeat.py``, ``retry.py``.
+micro-batch from deliveries to acks), ``route.py`` (a routed tenant's micro-batches split by
+message type among its stream apps; its instances run with ``--app routed``), ``transform.py``
+(app, conform), ``decode.py``, ``window.py`` (report figures), ``heartbeat.py``, ``retry.py``.
 """
 
 from __future__ import annotations

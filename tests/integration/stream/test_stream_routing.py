@@ -87,6 +87,9 @@ def messages() -> tuple[list[OutMessage], dict[str, str], dict[str, float]]:
     out.append(OutMessage("o99", b'{"type": "click", "id": "o99", "amount": 1.5}', now,
                           {"type": "order"}))
     orders["o99"] = 1.5
+    # a click for a table its app does not write: dead, and its part loads without it
+    out.insert(7, OutMessage("t1", b'{"type": "click", "id": "t1", "page": "/t"}', now,
+                             {"table": "orders"}))
     return out, clicks, orders
 
 
@@ -206,6 +209,8 @@ def test_one_tenant_two_batch_apps_two_stream_apps_routed_by_type(make_stream_en
               "takes; the types taken are click, order, order_v2",
         "x1": f"tenant {tenant!r}: message 'x1' has no type (no header or top-level JSON "
               "field 'type'); the types taken are click, order, order_v2",
+        "t1": "message 't1' is for table 'orders', which tenant " f"{tenant!r} does not own "
+              "(app tables: ['clicks'])",
     }
     # each app reports its own figures; the messages no app took under ROUTED
     reports = _broker_call(env, lambda b: b.fetch_reports(10_000, 1.0))
@@ -217,4 +222,41 @@ def test_one_tenant_two_batch_apps_two_stream_apps_routed_by_type(make_stream_en
     assert sum(r["rows_loaded"] for r in by_app["click"]) == len(clicks)
     assert sum(r["rows_loaded"] for r in by_app["order"]) == len(orders)
     assert sum(r["messages"] for r in by_app[ROUTED]) == 2
+    assert sum(r["rows_rejected"] for r in by_app["click"]) == 1
     assert sum(r["rows_rejected"] for r in by_app[ROUTED]) == 2
+
+
+@pytest.mark.slow
+def test_sigkill_between_a_part_commit_and_its_ack_loads_each_message_once(make_stream_env):
+    """The first committed part (clicks) is redelivered unacked with the rest: its ids are
+    found committed and skipped, and the parts not written yet load once."""
+    env = make_stream_env([routed_tenant("acme")], apps={"acme": {"feed.py": APP}})
+    _unconfined_without_bwrap(env)
+    faults = env.config.home / ".faults"
+    faults.mkdir()
+    (faults / "stream_after_commit").touch()
+    msgs, clicks, orders = messages()
+    _broker_call(env, lambda b: b.ensure_tenant("acme"))
+    _broker_call(env, lambda b: b.publish("acme", msgs))
+    manager = StreamManager(env.platform, env.store, grace_secs=5)
+    env.store.set_desired("acme", "order", 1)
+    try:
+        manager.reconcile()
+        [inst] = manager.apps[("acme", ROUTED)].instances
+        assert _wait(lambda: inst.proc.poll() is not None)
+        assert inst.proc.returncode == 137  # right after its first commit, before the ack
+        first = len(_rows(env, "acme", "clicks")), len(_rows(env, "acme", "orders"))
+        assert sum(first) > 0 and first != (len(clicks), len(orders))
+        (faults / "stream_after_commit").unlink()
+        done = lambda: (manager.reconcile(),  # noqa: E731
+                        len(_rows(env, "acme", "orders")) == len(orders)
+                        and len(_rows(env, "acme", "clicks")) == len(clicks))[1]
+        assert _wait(done)
+    finally:
+        manager.shutdown()
+    assert _rows(env, "acme", "clicks") == {k: v.upper() for k, v in clicks.items()}
+    assert _rows(env, "acme", "orders") == orders
+    assert sorted(d.id for d in _broker_call(env, lambda b: b.read_dead_letters("acme", 100))
+                  ) == ["r1", "t1", "x1"]
+    restarts = [d for d in env.store.decisions("acme") if d["action"] == "restart"]
+    assert restarts and restarts[0]["app"] == ROUTED and "code 137" in restarts[0]["reason"]
