@@ -38,18 +38,21 @@ def as_is(data, ctx):
 '''
 
 
-def table(name: str, *cols: tuple[str, str]) -> dict[str, Any]:
-    return {"name": name, "primary_key": ["id"],
+def table(name: str, *cols: tuple[str, str], sinks: tuple[str, ...] = ("default",)
+          ) -> dict[str, Any]:
+    return {"name": name, "primary_key": ["id"], "sinks": list(sinks),
             "columns": [{"name": "id", "type": "text", "nullable": False},
                         *({"name": c, "type": t} for c, t in cols)]}
 
 
-def routed_tenant(tenant: str) -> dict[str, Any]:
+def routed_tenant(tenant: str, stream_sinks: tuple[str, ...] = ("default",)
+                  ) -> dict[str, Any]:
     stream = {"kind": "stream", "batch_max_rows": 100, "batch_max_wait_ms": 100,
               "timeout_secs": 10}
     return {
         "tenant_id": tenant,
-        "tables": [table("clicks", ("page", "text")), table("orders", ("amount", "float64")),
+        "tables": [table("clicks", ("page", "text"), sinks=stream_sinks),
+                   table("orders", ("amount", "float64"), sinks=stream_sinks),
                    table("visits", ("n", "int64")), table("stock", ("qty", "int64"))],
         "stream": {"route_by": "type", "max_message_bytes": "2KB"},
         "batch": {"file_types": ["csv"]},
@@ -120,8 +123,9 @@ def _wait(cond, secs: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-def _rows(env, tenant: str, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    sink = open_sink(env.config.sinks["default"])
+def _rows(env, tenant: str, name: str, sink_name: str = "default"  # type: ignore[no-untyped-def]
+          ) -> dict[str, Any]:
+    sink = open_sink(env.config.sinks[sink_name])
     try:
         profile = env.platform.tenant(tenant)
         sink.ensure_tables(profile)
@@ -145,18 +149,24 @@ def _broker_call(env, fn):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("broker", [
     "embedded",
     pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    # the stream tables in PostgreSQL too: two sinks per part, sessions shared by the apps
+    pytest.param("rabbitmq+postgres", marks=[pytest.mark.rabbitmq, pytest.mark.postgres]),
     pytest.param("nats", marks=pytest.mark.nats),
 ])
 def test_one_tenant_two_batch_apps_two_stream_apps_routed_by_type(make_stream_env, request,
                                                                   broker):
     settings: dict[str, Any] = {"kind": "embedded", "lease_secs": 2}
     tenant = "acme"
-    if broker == "rabbitmq":
+    sinks: dict[str, Any] = {}
+    if broker.startswith("rabbitmq"):
         settings = {"kind": "rabbitmq", "url": request.getfixturevalue("rabbitmq_url")}
+    if broker == "rabbitmq+postgres":
+        sinks = {"pg": {"kind": "postgres", "dsn": request.getfixturevalue("pg_dsn")}}
     elif broker == "nats":  # the shared server: a tenant (so a stream) of this test's own
         settings = {"kind": "nats", "url": request.getfixturevalue("nats_url"), "lease_secs": 2}
         tenant = f"r{uuid.uuid4().hex[:10]}"
-    env = make_stream_env([routed_tenant(tenant)], broker=settings,
+    env = make_stream_env([routed_tenant(tenant, ("default", *sinks))], broker=settings,
+                          sinks=sinks,
                           apps={tenant: {"feed.py": APP}})
     _unconfined_without_bwrap(env)
     if broker == "nats":
@@ -202,6 +212,9 @@ def test_one_tenant_two_batch_apps_two_stream_apps_routed_by_type(make_stream_en
 
     assert _rows(env, tenant, "clicks") == {k: v.upper() for k, v in clicks.items()}
     assert _rows(env, tenant, "orders") == orders
+    for name in sinks:
+        assert _rows(env, tenant, "clicks", name) == {k: v.upper() for k, v in clicks.items()}
+        assert _rows(env, tenant, "orders", name) == orders
     dead = {d.id: d.headers["x-reason"]
             for d in _broker_call(env, lambda b: b.read_dead_letters(tenant, 100))}
     assert dead == {
