@@ -7,6 +7,12 @@ Scaling: backlog above the app's ``target_backlog`` or p99 latency above
 evaluations removes one (down to ``min_instances``); after any change the app is left alone
 for ``cooldown_secs``, so it does not flap. Every decision is a record with its reason.
 
+A routed tenant's stream apps share one set of instances (``stream/route.py``): they scale
+together, as app ``routed``, on the reports of all of them (the tenant queue's backlog, the
+highest p99, the messages of all), within the most of their ``min_instances`` and
+``max_instances`` and the least of their targets; a decision sets every started app of the
+tenant to the new count and is recorded once, as app ``routed``.
+
 The monitor waits out broker outages like an instance does (``stream/retry.py``) and records
 each instance's outage, as its report tells it, as a ``broker_reconnected`` decision. A
 watchdog restarts its loop, with a fresh broker connection, when the loop has not come round
@@ -29,6 +35,7 @@ from simbdp.profiles.models import AppSpec, TenantProfile
 from simbdp.state import StateStore, today
 from simbdp.stream.brokers import Broker, open_broker
 from simbdp.stream.retry import Backoff, Outage
+from simbdp.stream.route import ROUTED, instance_app, scaling_spec
 
 __all__ = ["Decision", "ScalingPolicy", "StreamMonitor"]
 
@@ -122,25 +129,45 @@ class StreamMonitor:
             self._enforce_quota(profile, desired)
         desired = {(r["tenant"], r["app"]): r for r in self.store.desired()}
         window, self._window = self._window, {}
+        routed: dict[str, list[dict[str, Any]]] = {}  # tenant -> its started stream apps' rows
         for (tenant, app), row in desired.items():
             if (row["paused_reason"] or row["instances"] == 0
                     or tenant not in self.platform.tenants):
                 continue
-            reports = window.get((tenant, app), [])
-            if not reports:
+            if instance_app(self.platform.tenants[tenant], app) == ROUTED:
+                routed.setdefault(tenant, []).append(row)
                 continue
-            spec = self.platform.tenants[tenant].app(app)
-            backlog = max(r["backlog"] for r in reports)
-            p99s = [r["latency_p99_ms"] for r in reports if r["latency_p99_ms"] is not None]
-            messages = sum(r["messages"] for r in reports)
-            d = self.policy.observe(tenant, spec, row["instances"], backlog,
-                                    max(p99s) if p99s else None, messages, now)
-            if d is not None:
-                self.store.set_desired(tenant, app, d.instances)
-                self.store.add_decision(tenant, app, d.action, d.reason, row["instances"],
-                                        d.instances)
-                self.log.info(d.action, tenant=tenant, app=app, instances=d.instances,
-                              reason=d.reason)
+            reports = window.get((tenant, app), [])
+            if reports:
+                self._scale(tenant, self.platform.tenants[tenant].app(app), [row], reports, now)
+        for tenant, rows in routed.items():
+            profile = self.platform.tenants[tenant]
+            spec = scaling_spec([profile.app(r["app"]) for r in rows])
+            reports = [r for a in [*(r["app"] for r in rows), ROUTED]
+                       for r in window.get((tenant, a), [])]
+            self._scale(tenant, spec, rows, reports, now)
+
+    def _scale(self, tenant: str, spec: AppSpec, rows: list[dict[str, Any]],
+               reports: list[dict[str, Any]], now: float) -> None:
+        """Observe one window of ``spec``'s reports; a decision sets the desired count of
+        each app in ``rows`` (several: a routed tenant's, ``spec`` being theirs together)."""
+        if not reports:
+            return
+        current = max(r["instances"] for r in rows)
+        backlog = max(r["backlog"] for r in reports)
+        p99s = [r["latency_p99_ms"] for r in reports if r["latency_p99_ms"] is not None]
+        messages = sum(r["messages"] for r in reports)
+        d = self.policy.observe(tenant, spec, current, backlog, max(p99s) if p99s else None,
+                                messages, now)
+        if d is None:
+            return
+        profile = self.platform.tenants[tenant]
+        for row in rows:
+            self.store.set_desired(tenant, row["app"],
+                                   min(d.instances, profile.app(row["app"]).max_instances))
+        self.store.add_decision(tenant, spec.name, d.action, d.reason, current, d.instances)
+        self.log.info(d.action, tenant=tenant, app=spec.name, instances=d.instances,
+                      reason=d.reason)
 
     def _enforce_quota(self, profile: TenantProfile, desired: dict[tuple[str, str], Any]
                        ) -> None:

@@ -30,7 +30,8 @@ from simbdp.stream.lakebuffer import LakeBuffer
 from simbdp.stream.microbatch import POISON_REASONS_LOGGED, MicroBatches
 from simbdp.stream.window import Window
 
-__all__ = ["ROUTED", "Router", "Split", "batch_limits", "instance_app", "split_by_type"]
+__all__ = ["ROUTED", "Router", "Split", "batch_limits", "instance_app", "scaling_spec",
+           "split_by_type"]
 
 #: the app name under which a routed tenant's instances run (manager, instance ids, the
 #: report of the messages no app took); each app's own figures are reported under its name
@@ -51,6 +52,18 @@ def batch_limits(profile: TenantProfile) -> tuple[int, int, int]:
     apps = profile.stream_apps()
     return (min(a.batch_max_rows for a in apps), min(int(a.batch_max_bytes) for a in apps),
             min(a.batch_max_wait_ms for a in apps))
+
+
+def scaling_spec(apps: list[AppSpec]) -> AppSpec:
+    """How the monitor scales a routed tenant's instances, serving ``apps`` (its started
+    stream apps): the most of their ``min_instances`` and ``max_instances``, the least of
+    their ``target_backlog``, ``target_latency_ms`` and ``batch_max_rows``."""
+    return apps[0].model_copy(update={
+        "name": ROUTED, "min_instances": max(a.min_instances for a in apps),
+        "max_instances": max(a.max_instances for a in apps),
+        "target_backlog": min(a.target_backlog for a in apps),
+        "target_latency_ms": min(a.target_latency_ms for a in apps),
+        "batch_max_rows": min(a.batch_max_rows for a in apps)})
 
 
 class Split:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pyarrow as pa
 
 from simbdp.profiles import TenantProfile
+from simbdp.state import StateStore
 from simbdp.stream.brokers import Delivery
 from simbdp.stream.decode import MSG_COLUMN, decode_batch
+from simbdp.stream.monitor import ScalingPolicy, StreamMonitor
 from simbdp.stream.route import ROUTED, batch_limits, instance_app, split_by_type
+from simbdp.testing import make_platform
 
 PROFILE = TenantProfile.model_validate({
     "tenant_id": "acme",
@@ -83,3 +87,44 @@ def test_an_empty_batch_splits_into_nothing():
     s = split_by_type(decode_batch([], 10_000), PROFILE)
     assert s.parts == {} and s.dead == []
     assert isinstance(decode_batch([], 10_000).rows, pa.Table)
+
+
+def _report(app: str, messages: int, backlog: int, p99: float | None = 9.0) -> dict:
+    now = time.time()
+    return {"tenant": "acme", "app": app, "instance": "acme-routed-1", "window_start": now - 1,
+            "window_end": now, "messages": messages, "bytes": messages * 100,
+            "rows_loaded": messages, "rows_rejected": 0, "latency_mean_ms": 5.0,
+            "latency_p99_ms": p99, "backlog": backlog}
+
+
+def test_the_monitor_scales_a_routed_tenant_as_one(tmp_path):
+    tables = [{"name": n, "columns": [{"name": "id", "type": "text"}]}
+              for n in ("clicks", "orders", "audits")]
+    apps = [{"name": "click", "kind": "stream", "tables": ["clicks"],
+             "message_types": ["click"], "target_backlog": 100, "max_instances": 3},
+            {"name": "order", "kind": "stream", "tables": ["orders"],
+             "message_types": ["order"], "target_backlog": 900, "max_instances": 2},
+            {"name": "audit", "kind": "stream", "tables": ["audits"],
+             "message_types": ["audit"], "max_instances": 4}]
+    platform = make_platform(tmp_path / "home", [{
+        "tenant_id": "acme", "tables": tables, "apps": apps, "stream": {"route_by": "type"}}])
+    store = StateStore.open(platform.config)
+    store.set_desired("acme", "click", 1)
+    store.set_desired("acme", "order", 2)
+    store.set_desired("acme", "audit", 0)  # stopped: left alone, its limits do not count
+    mon = StreamMonitor(platform, store, ScalingPolicy(cooldown_secs=0))
+    for _ in range(2):  # the backlog is over click's target: the tenant's instances scale
+        mon.ingest_reports([_report("click", 10, 500), _report("order", 10, 500),
+                            _report(ROUTED, 1, 500, None)])
+        mon.evaluate()
+    assert {r["app"]: r["instances"] for r in store.desired()} == {
+        "click": 3, "order": 2, "audit": 0}  # order stops at its max; 3 run (the most)
+    [d] = store.decisions("acme")
+    assert (d["app"], d["action"], d["instances_before"], d["instances_after"]) == (
+        ROUTED, "scale_up", 2, 3)
+    assert "backlog 500 > target 100" in d["reason"]
+    for _ in range(3):  # at the most of the started apps' max_instances (3): no more
+        mon.ingest_reports([_report("click", 10, 500), _report("order", 10, 500)])
+        mon.evaluate()
+    assert len(store.decisions("acme")) == 1
+    assert {r["app"] for r in store.stream_reports("acme")} == {"click", "order", ROUTED}
