@@ -290,7 +290,7 @@ class StreamLimits(Model):
     """Route messages to stream apps by their type: the name of a message header, else of
     a top-level field of the JSON message, holding it; each stream app then takes the types
     in its ``message_types``, and a message of another type (or of none) is dead-lettered.
-    Unset: every stream app consumes the whole queue."""
+    Unset: the stream apps are competing consumers of the queue (a message goes to any one)."""
 
 
 class LakeSettings(Model):

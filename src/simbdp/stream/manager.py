@@ -11,7 +11,8 @@ long-lived thread that runs the manager (``run``).
 
 A tenant whose profile routes by message type (``stream.route_by``) runs one set of instances
 for all its stream apps, under the app name ``routed`` (``stream/route.py``): as many as the
-most wanted of its stream apps' desired counts.
+most wanted of its stream apps' desired counts. When a profile change turns routing on or off,
+the new instances start once the old ones have drained (never both kinds at once).
 """
 
 from __future__ import annotations
@@ -166,8 +167,16 @@ class StreamManager:
                     inst.proc.kill()
             if st.reloading and not st.stopping:
                 st.reloading = False  # drained: start again with the new profile
-            while len(st.instances) < want and now >= st.next_start and not st.reloading:
+            while (len(st.instances) < want and now >= st.next_start and not st.reloading
+                   and not self._other_kind_draining(key)):
                 st.instances.append(self._spawn(*key))
+
+    def _other_kind_draining(self, key: tuple[str, str]) -> bool:
+        """Whether instances of the tenant that route differently (routed vs one app) are
+        still draining after a profile change: one kind at a time on the tenant's queue."""
+        tenant, routed = key[0], key[1] == ROUTED
+        return any(k[0] == tenant and (k[1] == ROUTED) != routed and st.reloading
+                   for k, st in self.apps.items())
 
     def _kill_if_stuck(self, key: tuple[str, str], inst: _Instance) -> None:
         if inst.proc.poll() is not None:

@@ -17,7 +17,9 @@ import yaml
 from simbdp.batch import BatchIngestManager
 from simbdp.coredms.base import open_sink
 from simbdp.profiles import load_platform
+from simbdp.reload import Reloader
 from simbdp.stream.brokers import OutMessage, open_broker
+from simbdp.stream.heartbeat import heartbeat_path
 from simbdp.stream.manager import StreamManager
 from simbdp.stream.route import ROUTED
 from simbdp.testing import drop
@@ -273,3 +275,46 @@ def test_sigkill_between_a_part_commit_and_its_ack_loads_each_message_once(make_
                   ) == ["r1", "t1", "x1"]
     restarts = [d for d in env.store.decisions("acme") if d["action"] == "restart"]
     assert restarts and restarts[0]["app"] == ROUTED and "code 137" in restarts[0]["reason"]
+
+
+def test_turning_routing_on_drains_the_app_instances_before_the_routed_ones_start(
+        make_stream_env):
+    routed = routed_tenant("acme")
+    routed["apps"] = [{k: v for k, v in a.items() if k != "entrypoint"}  # rows as sent
+                      for a in routed["apps"] if a.get("kind") == "stream"]
+    plain = {**routed, "stream": {"max_message_bytes": "2KB"},
+             "apps": [{k: v for k, v in a.items() if k != "message_types"}
+                      for a in routed["apps"]]}
+    env = make_stream_env([plain])
+    manager = StreamManager(env.platform, env.store, grace_secs=10)
+    reloader = Reloader(env.platform)
+    reloader.attach(manager)
+    env.store.set_desired("acme", "click", 1)
+    env.store.set_desired("acme", "order", 1)
+    try:
+        manager.reconcile()
+        olds = [i for app in ("click", "order") for i in manager.apps[("acme", app)].instances]
+        assert len(olds) == 2
+        assert _wait(lambda: all(heartbeat_path(env.config.home, i.id).exists() for i in olds))
+
+        path = env.config.tenants_dir / "acme.yaml"
+        path.write_text(yaml.safe_dump(routed))
+        assert reloader.check(env.store).changed == ["acme"]  # type: ignore[union-attr]
+        manager.reconcile()
+        # the app instances drain first: no routed instance beside them meanwhile
+        while any(i.proc.poll() is None for i in olds):
+            assert manager.apps[("acme", ROUTED)].instances == []
+            time.sleep(0.05)
+            manager.reconcile()
+        assert [i.proc.returncode for i in olds] == [0, 0]
+        assert _wait(lambda: (manager.reconcile(),
+                              len(manager.apps[("acme", ROUTED)].instances) == 1)[1])
+        msgs, clicks, orders = messages()
+        _broker_call(env, lambda b: b.publish("acme", msgs))
+        assert _wait(lambda: (manager.reconcile(),
+                              len(_rows(env, "acme", "clicks")) == len(clicks)
+                              and len(_rows(env, "acme", "orders")) == len(orders))[1])
+    finally:
+        manager.shutdown()
+    assert _rows(env, "acme", "clicks") == clicks  # no entrypoint: as sent
+    assert _rows(env, "acme", "orders") == orders
