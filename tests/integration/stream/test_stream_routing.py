@@ -318,3 +318,36 @@ def test_turning_routing_on_drains_the_app_instances_before_the_routed_ones_star
         manager.shutdown()
     assert _rows(env, "acme", "clicks") == clicks  # no entrypoint: as sent
     assert _rows(env, "acme", "orders") == orders
+
+
+def test_a_routed_app_into_a_delta_sink_buffers_its_part_and_the_others_load_meanwhile(
+        make_stream_env, tmp_path):
+    from deltalake import DeltaTable
+
+    tenant = routed_tenant("acme")
+    tenant["apps"] = [{k: v for k, v in a.items() if k != "entrypoint"}
+                      for a in tenant["apps"] if a.get("kind") == "stream"]
+    tenant["tables"][0] = {**table("clicks", ("page", "text"), sinks=("lake",)),
+                           "primary_key": []}  # unkeyed: a duplicate would show
+    tenant["lake"] = {"max_wait_secs": 1}
+    env = make_stream_env([tenant], sinks={"lake": {"kind": "delta",
+                                                    "path": str(tmp_path / "lake")}})
+    msgs, clicks, orders = messages()
+    _broker_call(env, lambda b: b.ensure_tenant("acme"))
+    _broker_call(env, lambda b: b.publish("acme", msgs))
+    lake = lambda: (DeltaTable(str(tmp_path / "lake" / "acme" / "clicks"))  # noqa: E731
+                    .to_pyarrow_table().to_pylist())
+    manager = StreamManager(env.platform, env.store, grace_secs=10)
+    env.store.set_desired("acme", "click", 1)
+    try:
+        manager.reconcile()
+        assert _wait(lambda: len(_rows(env, "acme", "orders")) == len(orders))
+        # the buffer's age bound commits it while the instance runs
+        assert _wait(lambda: (tmp_path / "lake" / "acme" / "clicks").exists()
+                     and len(lake()) == len(clicks))
+    finally:
+        manager.shutdown()
+    assert sorted((r["id"], r["page"]) for r in lake()) == sorted(clicks.items())
+    assert _rows(env, "acme", "orders") == orders
+    assert sorted(d.id for d in _broker_call(env, lambda b: b.read_dead_letters("acme", 100))
+                  ) == ["r1", "t1", "x1"]
