@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "QUARANTINE_COLUMNS",
     "QUARANTINE_SUFFIX",
+    "ROUTED_APP",
     "ApiSettings",
     "AppSpec",
     "AppsSettings",
@@ -320,6 +321,10 @@ class EncryptionSettings(Model):
     the header is dead-lettered."""
 
 
+#: the name a routed tenant's stream instances run under (stream/route.py): no app's name there
+ROUTED_APP = "routed"
+
+
 class AppSpec(Model):
     """A tenant app: ``entrypoint`` is ``module:function`` in the tenant's app folder.
 
@@ -450,6 +455,10 @@ class TenantProfile(Model):
                                  "message_types, but stream.route_by (the header or field "
                                  "holding the type) is not set")
             return
+        if any(a.name == ROUTED_APP for a in stream):
+            raise ValueError(f"tenant {self.tenant_id!r}: with stream.route_by set, no stream "
+                             f"app may be named {ROUTED_APP!r} (its instances run under that "
+                             "name)")
         untyped = [a.name for a in stream if not a.message_types]
         if untyped:
             raise ValueError(f"tenant {self.tenant_id!r}: stream.route_by is {route!r}, so "

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from simbdp.coredms.base import Sink
 from simbdp.crypto.messages import MessageDecryptor
-from simbdp.profiles.models import AppSpec, PlatformConfig, TenantProfile
+from simbdp.profiles.models import ROUTED_APP, AppSpec, PlatformConfig, TenantProfile
 from simbdp.stream.brokers import Broker, Delivery
 from simbdp.stream.decode import MSG_COLUMN, Decoded, decode_batch
 from simbdp.stream.lakebuffer import LakeBuffer
@@ -35,7 +35,7 @@ __all__ = ["ROUTED", "Router", "Split", "batch_limits", "instance_app", "scaling
 
 #: the app name under which a routed tenant's instances run (manager, instance ids, the
 #: report of the messages no app took); each app's own figures are reported under its name
-ROUTED = "routed"
+ROUTED = ROUTED_APP
 
 
 def instance_app(profile: TenantProfile, app: str) -> str:

@@ -48,6 +48,8 @@ def test_no_routing_is_the_default():
      None, "list message_types, but stream.route_by"),
     ([{"name": "load", "tables": ["files"], "message_types": ["click"]}],
      "type", "message_types is for stream apps"),
+    ([stream_app("routed", "clicks", ["click"])],
+     "type", "no stream app may be named 'routed'"),
 ])
 def test_inconsistent_routing_is_refused_with_the_reason(tmp_path: Path, apps, route_by, words):
     path = tmp_path / "acme.yaml"
