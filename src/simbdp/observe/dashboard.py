@@ -1,13 +1,15 @@
 """The monitoring view (web dashboard and ``simbdp top``): per tenant figures over a window.
 
 Everything is read from the records the CLI and ``/metrics`` read (``ingestions``,
-``stream_reports``, ``decisions``, ``stream_desired``, ``quota_usage``) and aggregated in SQL
-(``GROUP BY``, window functions for percentiles): the store answers with a few rows per tenant
-and time bucket whatever the number of records, on SQLite and PostgreSQL alike.
+``stream_reports``, ``decisions``, ``stream_desired``, ``quota_usage``) and aggregated in SQL:
+the store answers with a few rows per tenant and time bucket whatever the number of records,
+on SQLite and PostgreSQL alike. Batch figures are read per (tenant, time bucket) from a
+covering index, so nothing sorts all the window's records; file-time p50/p99 are estimated
+from a histogram (the buckets of ``/metrics``), exact where a bucket holds one value.
 
-A batch record belongs to the window it started in (the store's index is on the start time);
-its rows and bytes are plotted in the bucket where it ended. Stream figures come from the
-instances' reports, placed at the end of their report window.
+A batch record belongs to the window it started in; its rows and bytes are plotted in the
+bucket where it ended (a record not finished yet, where it started). Stream figures come from
+the instances' reports, placed at the end of their report window.
 """
 
 from __future__ import annotations
