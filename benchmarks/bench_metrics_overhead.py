@@ -50,8 +50,9 @@ def _scrape(url: str, key: str, interval: float, stop: threading.Event, got: lis
         stop.wait(max(0.0, interval - (time.perf_counter() - t0)))
 
 
-def run(files: list[Path], scrape_every: float | None) -> tuple[float, int]:
-    """Seconds from the drop to the last record; scrapes answered meanwhile."""
+def run(files: list[Path], scrape_every: float | None) -> tuple[float, list[float]]:
+    """Seconds from the drop to the last record; the seconds of each scrape answered
+    meanwhile."""
     with tempfile.TemporaryDirectory(dir=DATA) as tmp:
         root, port = Path(tmp), free_port()
         profile = tenant_profile("acme", batch={"max_files_per_day": 1_000_000,
@@ -97,7 +98,7 @@ def run(files: list[Path], scrape_every: float | None) -> tuple[float, int]:
                     break
                 time.sleep(0.02)
             db.close()
-            return float(last) - started, len(got)
+            return float(last) - started, got
         finally:
             stop.set()
             proc.send_signal(signal.SIGTERM)
@@ -121,17 +122,20 @@ def main() -> None:
         off, on, scrapes = [], [], []
         for i in range(args.repeat):
             off.append(run(files, None)[0])
-            secs, n = run(files, args.interval)
+            secs, got = run(files, args.interval)
             on.append(secs)
-            scrapes.append(n)
+            scrapes.extend(got)
             print(f"run {i + 1}: metrics off {off[-1]:.2f} s, scraped every "
-                  f"{args.interval:g} s {on[-1]:.2f} s ({n} scrapes)", flush=True)
+                  f"{args.interval:g} s {on[-1]:.2f} s ({len(got)} scrapes, median "
+                  f"{statistics.median(got) * 1000 if got else 0:.1f} ms)", flush=True)
     o, s = statistics.median(off), statistics.median(on)
     pairs = sorted(a / b for a, b in zip(off, on, strict=True))
     print(f"{args.files} files x {args.rows} rows, medians of {args.repeat}: off {o:.2f} s, "
           f"scraped {s:.2f} s: throughput with metrics = {o / s:.0%} of without; per "
           f"alternated pair {', '.join(f'{p:.0%}' for p in pairs)} (median "
-          f"{statistics.median(pairs):.0%}; target >= 97%)")
+          f"{statistics.median(pairs):.0%}; target >= 97%); a scrape took "
+          f"{statistics.median(scrapes or [0]) * 1000:.1f} ms (median of {len(scrapes)}, max "
+          f"{max(scrapes, default=0) * 1000:.1f} ms)")
 
 
 if __name__ == "__main__":
