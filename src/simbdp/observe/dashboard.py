@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from simbdp.observe.histogram import BATCH_SECS_BUCKETS, bucket_sql, quantile
@@ -40,6 +41,8 @@ CRASH_LOOP_RESTARTS, CRASH_LOOP_SECS = 3, 900
 LAST_FILES, LAST_DECISIONS, LAST_INSTANCES, TOP_REASONS = 20, 20, 20, 10
 #: outcomes listed with their reasons, in this order (then files loaded with rows rejected)
 _PROBLEMS = ("failed", "interrupted", "rejected", "waiting")
+#: threads running the batch buckets' queries, each with its own connection to the store
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simbdp-dashboard")
 #: an instance that reported within this many report intervals counts as running (as /metrics)
 _RUNNING_INTERVALS = 3
 _MIB = 1024 * 1024
@@ -106,9 +109,14 @@ def dashboard_view(platform: Platform, store: StateStore, tenants: Sequence[str]
     views = {t: _empty_view(platform, t, since, step) for t in tenants}
     if views:
         q = _Query(store, list(views), since, step)
-        _batch(q, views)
+        # the two halves of the batch buckets in the pool's threads, the problem files' reasons
+        # in this one: each SQLite or PostgreSQL query runs without holding the GIL
+        halves = [_POOL.submit(_batch_rows, q, lo, hi)
+                  for lo, hi in ((0, POINTS // 2 - 1), (POINTS // 2, POINTS - 1))]
+        _problem_reasons(q, views)
+        _batch(q, views, [r for h in halves for r in h.result()])
+        _top_reasons(views)
         _stream(q, views)
-        _reasons(q, views)
         _apps(q, views, now, platform.config.report_interval_secs)
         _quota(q, views, platform)
         _latest(q, views)
@@ -151,21 +159,22 @@ def _at(bucket: Any) -> int:
     return min(max(int(bucket), 0), POINTS - 1)
 
 
-def _batch(q: _Query, views: dict[str, dict[str, Any]]) -> None:
-    """Files, rows, bytes and file-time percentiles per tenant, per time bucket and over the
-    window. Per (tenant, bucket), one range scan of the covering (tenant, kind, ended_at, ...)
-    index groups the finished records by outcome and file-time histogram bucket; the few
-    groups come back joined in one text. So nothing sorts all the window's records (SQLite has
-    no hash aggregation: one ``GROUP BY`` over 1M records sorts them all)."""
+def _batch_rows(q: _Query, first: int, last: int) -> list[dict[str, Any]]:
+    """Per tenant and time bucket ``first`` to ``last``: the finished records that ended in it
+    grouped by outcome, file-time histogram bucket and rows rejected or not, the groups joined
+    in one text ``v`` (None when there are none). One range scan of the covering index
+    ``ingestions_tenant_ended`` per (tenant, bucket), so nothing sorts all the window's
+    records (SQLite has no hash aggregation: one ``GROUP BY`` over 1M records sorts them
+    all)."""
     lat = bucket_sql("ended_at - started_at")
     group = (f"outcome || ':' || lb || ':' || rj || ':' || COUNT(*) || ':' || SUM(rows_loaded) "
              f"|| ':' || SUM(rows_rejected) || ':' || SUM(bytes) || ':' || {q.real('MIN(d)')} "
              f"|| ':' || {q.real('MAX(d)')} || ':' || {q.real('MAX(started_at)')}")
     tenants = ", ".join("(CAST(? AS TEXT))" for _ in q.tenants)
     finals = ", ".join(f"'{o}'" for o in OUTCOMES)
-    rows = q.rows(
+    return q.rows(
         f"WITH RECURSIVE tn(t) AS (VALUES {tenants}), "
-        "bk(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM bk WHERE i < ?) "
+        "bk(i) AS (SELECT CAST(? AS INTEGER) UNION ALL SELECT i + 1 FROM bk WHERE i < ?) "
         f"SELECT tn.t AS tenant, bk.i AS b, (SELECT {q.joined('g')} FROM (SELECT {group} AS g "
         "FROM (SELECT outcome, rows_loaded, rows_rejected, bytes, started_at, "
         "ended_at - started_at AS d, CASE WHEN rows_rejected > 0 THEN 1 ELSE 0 END AS rj, "
@@ -175,8 +184,13 @@ def _batch(q: _Query, views: dict[str, dict[str, Any]]) -> None:
         "AND ended_at >= ? + bk.i * ? AND ended_at < "
         "CASE WHEN bk.i = ? THEN ? ELSE ? + (bk.i + 1) * ? END AND started_at >= ?) x "
         "GROUP BY outcome, lb, rj) y) AS v FROM tn CROSS JOIN bk",
-        [*q.tenants, POINTS - 1, q.since, q.step, POINTS - 1, math.inf, q.since, q.step,
+        [*q.tenants, first, last, q.since, q.step, POINTS - 1, math.inf, q.since, q.step,
          q.since])
+
+
+def _batch(q: _Query, views: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    """Files, rows, bytes and file-time percentiles per tenant, per time bucket and over the
+    window, from :func:`_batch_rows` and the records not finished yet."""
     hists = {t: _Hist() for t in views}
     for r in rows:
         v, b, bucket = views[r["tenant"]], _at(r["b"]), _Hist()
@@ -285,12 +299,10 @@ def _stream(q: _Query, views: dict[str, dict[str, Any]]) -> None:
             tot["stream_p99_ms"] = r["p99"] if tp is None else max(tp, r["p99"])
 
 
-def _reasons(q: _Query, views: dict[str, dict[str, Any]]) -> None:
-    """Why files failed, were interrupted or rejected, wait for a sink, and files loaded with
-    rows rejected: per tenant the first TOP_REASONS (in the order of ``_PROBLEMS``, then by
-    files, then the latest); no reason groups as ``None``. Finished files of a problem
-    outcome are grouped by reason here (a range of the (tenant, kind, ended_at, ...) index:
-    only their rows are read from the table); the others are counted by :func:`_batch`."""
+def _problem_reasons(q: _Query, views: dict[str, dict[str, Any]]) -> None:
+    """Finished files of a problem outcome (failed, interrupted, rejected) grouped by reason:
+    a range of the (tenant, kind, outcome, ended_at, ...) index, only these rows read from the
+    table."""
     finished = ", ".join(f"'{o}'" for o in _PROBLEMS if o != "waiting")
     for r in q.rows(
             "SELECT tenant, outcome, reason, COUNT(*) AS files, "
@@ -301,6 +313,14 @@ def _reasons(q: _Query, views: dict[str, dict[str, Any]]) -> None:
             [*q.tenants, q.since, q.since]):
         _reason(views[r["tenant"]], r["outcome"], r["reason"], r["files"],
                 _i(r["rows_rejected"]), r["last_at"])
+
+
+def _top_reasons(views: dict[str, dict[str, Any]]) -> None:
+    """Why files failed, were interrupted or rejected, wait for a sink, and files loaded with
+    rows rejected: per tenant the first TOP_REASONS (in the order of ``_PROBLEMS``, then by
+    files, then the latest); no reason groups as ``None``. Entries come from
+    :func:`_problem_reasons`, :func:`_batch` (files loaded with rows rejected: one entry per
+    outcome) and :func:`_unfinished` (files waiting)."""
     order = {o: i for i, o in enumerate(_PROBLEMS)}
     for v in views.values():
         found = sorted(v.pop("_reasons", {}).values(), key=lambda e: (
