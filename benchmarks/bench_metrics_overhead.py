@@ -8,13 +8,16 @@ is scraped. So "metrics on" means what a deployment does: a scraper calling ``GE
 every ``--interval`` seconds while files flow. Each run is a fresh ``simbdp serve`` (a
 subprocess, DuckDB sink, no app); ``--files`` CSV files of ``--rows`` rows are renamed into
 the staging folder at once and timed from the drop to the last record. Runs alternate off/on;
-medians compared (target: on >= 97% of off's files/s).
+medians compared (target: on >= 97% of off's files/s). The CPU seconds of each ``serve``
+process (workers included) are compared too: on a shared machine they move much less than
+the wall clock.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import sqlite3
@@ -50,8 +53,11 @@ def _scrape(url: str, key: str, interval: float, stop: threading.Event, got: lis
         stop.wait(max(0.0, interval - (time.perf_counter() - t0)))
 
 
-def run(files: list[Path], scrape_every: float | None) -> tuple[float, int]:
-    """Seconds from the drop to the last record; scrapes answered meanwhile."""
+def run(files: list[Path], scrape_every: float | None) -> tuple[float, list[float], float]:
+    """Seconds from the drop to the last record; the seconds of each scrape answered
+    meanwhile; CPU seconds of the whole ``serve`` process (its workers included), start to
+    exit."""
+    cpu0 = _children_cpu()
     with tempfile.TemporaryDirectory(dir=DATA) as tmp:
         root, port = Path(tmp), free_port()
         profile = tenant_profile("acme", batch={"max_files_per_day": 1_000_000,
@@ -97,11 +103,18 @@ def run(files: list[Path], scrape_every: float | None) -> tuple[float, int]:
                     break
                 time.sleep(0.02)
             db.close()
-            return float(last) - started, len(got)
+            secs = float(last) - started
         finally:
             stop.set()
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
+        return secs, got, _children_cpu() - cpu0
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have exited (and of theirs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def main() -> None:
@@ -118,21 +131,33 @@ def main() -> None:
             path = Path(tmp) / f"comments-{i:05}.csv"
             pacsv.write_csv(reddit_comments(args.rows, seed=i, start_id=i * args.rows), path)
             files.append(path)
-        off, on, scrapes = [], [], []
+        off, on, scrapes, cpu_off, cpu_on = [], [], [], [], []
         for i in range(args.repeat):
-            off.append(run(files, None)[0])
-            secs, n = run(files, args.interval)
+            secs, _, cpu = run(files, None)
+            off.append(secs)
+            cpu_off.append(cpu)
+            secs, got, cpu = run(files, args.interval)
             on.append(secs)
-            scrapes.append(n)
-            print(f"run {i + 1}: metrics off {off[-1]:.2f} s, scraped every "
-                  f"{args.interval:g} s {on[-1]:.2f} s ({n} scrapes)", flush=True)
+            cpu_on.append(cpu)
+            scrapes.extend(got)
+            print(f"run {i + 1}: metrics off {off[-1]:.2f} s ({cpu_off[-1]:.1f} CPU s), "
+                  f"scraped every {args.interval:g} s {on[-1]:.2f} s ({cpu_on[-1]:.1f} CPU s; "
+                  f"{len(got)} scrapes, median "
+                  f"{statistics.median(got) * 1000 if got else 0:.1f} ms)", flush=True)
     o, s = statistics.median(off), statistics.median(on)
     pairs = sorted(a / b for a, b in zip(off, on, strict=True))
+    co, cs = statistics.median(cpu_off), statistics.median(cpu_on)
+    cpu_pairs = sorted(a / b for a, b in zip(cpu_off, cpu_on, strict=True))
     print(f"{args.files} files x {args.rows} rows, medians of {args.repeat}: off {o:.2f} s, "
           f"scraped {s:.2f} s: throughput with metrics = {o / s:.0%} of without; per "
           f"alternated pair {', '.join(f'{p:.0%}' for p in pairs)} (median "
           f"{statistics.median(pairs):.0%}; target >= 97%)")
-
+    print(f"CPU seconds of serve (start to exit), medians: off {co:.1f}, scraped {cs:.1f}: "
+          f"files per CPU second with metrics = {co / cs:.1%} of without; per pair "
+          f"{', '.join(f'{p:.1%}' for p in cpu_pairs)} (median "
+          f"{statistics.median(cpu_pairs):.1%})")
+    print(f"a scrape took {statistics.median(scrapes or [0]) * 1000:.1f} ms (median of "
+          f"{len(scrapes)}, max {max(scrapes, default=0) * 1000:.1f} ms)")
 
 if __name__ == "__main__":
     main()

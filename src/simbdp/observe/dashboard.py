@@ -1,25 +1,29 @@
 """The monitoring view (web dashboard and ``simbdp top``): per tenant figures over a window.
 
 Everything is read from the records the CLI and ``/metrics`` read (``ingestions``,
-``stream_reports``, ``decisions``, ``stream_desired``, ``quota_usage``) and aggregated in SQL
-(``GROUP BY``, window functions for percentiles): the store answers with a few rows per tenant
-and time bucket whatever the number of records, on SQLite and PostgreSQL alike.
+``stream_reports``, ``decisions``, ``stream_desired``, ``quota_usage``) and aggregated in SQL:
+the store answers with a few rows per tenant and time bucket whatever the number of records,
+on SQLite and PostgreSQL alike. Batch figures are read per (tenant, time bucket) from a
+covering index, so nothing sorts all the window's records; file-time p50/p99 are estimated
+from a histogram (the buckets of ``/metrics``), exact where a bucket holds one value.
 
-A batch record belongs to the window it started in (the store's index is on the start time);
-its rows and bytes are plotted in the bucket where it ended. Stream figures come from the
-instances' reports, placed at the end of their report window.
+A batch record belongs to the window it started in; its rows and bytes are plotted in the
+bucket where it ended (a record not finished yet, where it started). Stream figures come from
+the instances' reports, placed at the end of their report window.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from simbdp.observe.histogram import BATCH_SECS_BUCKETS, bucket_sql, quantile
 from simbdp.profiles import Platform
 from simbdp.state import StateStore
-from simbdp.state.store import today
+from simbdp.state.store import OUTCOMES, today
 
 __all__ = ["CRASH_LOOP_RESTARTS", "CRASH_LOOP_SECS", "DEFAULT_WINDOW_SECS", "LAST_DECISIONS",
            "LAST_FILES", "LAST_INSTANCES", "POINTS", "TOP_REASONS", "WINDOWS_SECS",
@@ -35,11 +39,13 @@ POINTS = 60
 #: SimbdpStreamInstanceCrashLoop alert in deploy/prometheus/alerts.yml)
 CRASH_LOOP_RESTARTS, CRASH_LOOP_SECS = 3, 900
 LAST_FILES, LAST_DECISIONS, LAST_INSTANCES, TOP_REASONS = 20, 20, 20, 10
+#: outcomes listed with their reasons, in this order (then files loaded with rows rejected)
+_PROBLEMS = ("failed", "interrupted", "rejected", "waiting")
+#: threads running the batch buckets' queries, each with its own connection to the store
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simbdp-dashboard")
 #: an instance that reported within this many report intervals counts as running (as /metrics)
 _RUNNING_INTERVALS = 3
 _MIB = 1024 * 1024
-#: records in the window above which SQLite scans the table instead of using the index
-_SCAN_ABOVE = 50_000
 
 
 def visible_tenants(platform: Platform, tenant: str | None) -> list[str]:
@@ -54,16 +60,6 @@ class _Query:
     def __init__(self, store: StateStore, tenants: Sequence[str], since: float, step: float):
         self.db, self.tenants, self.since, self.step = store.db, list(tenants), since, step
 
-    @functools.cached_property
-    def ingestions(self) -> str:
-        """``ingestions``, read by a plain scan on SQLite when the window holds so many
-        records that looking each up through the (tenant, started_at) index costs more."""
-        if self.db.dialect != "sqlite":
-            return "ingestions"
-        n = self.db.query(f"SELECT COUNT(*) AS n FROM ingestions WHERE {self.among} "
-                          "AND started_at >= ?", [*self.tenants, self.since])[0]["n"]
-        return "ingestions NOT INDEXED" if n > _SCAN_ABOVE else "ingestions"
-
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return self.db.query(sql, list(params))
 
@@ -77,11 +73,20 @@ class _Query:
         return f"CAST(FLOOR({expr}) AS INTEGER)" if self.db.dialect == "postgres" \
             else f"CAST({expr} AS INTEGER)"
 
+    def joined(self, expr: str) -> str:
+        """The texts of a group joined with ``;`` (an aggregate)."""
+        return f"string_agg({expr}, ';')" if self.db.dialect == "postgres" \
+            else f"group_concat({expr}, ';')"
 
-def _nearest_rank(rank: str = "rn", count: str = "n") -> str:
-    """Rows holding the p50 or p99 (nearest rank: the ceil(q * n)-th of n)."""
-    return " OR ".join(f"({rank} * 100 >= {count} * {q} AND ({rank} - 1) * 100 < {count} * {q})"
-                       for q in (50, 99))
+    def indexed(self, table: str, index: str) -> str:
+        """``table`` read through ``index`` on SQLite, whose planner may otherwise take an
+        index that avoids the sort of a ``GROUP BY`` and read the whole table."""
+        return table if self.db.dialect == "postgres" else f"{table} INDEXED BY {index}"
+
+    def real(self, expr: str) -> str:
+        """A float as text that reads back as the same float."""
+        return f"CAST({expr} AS TEXT)" if self.db.dialect == "postgres" \
+            else f"printf('%!.17g', {expr})"
 
 
 def dashboard_view(platform: Platform, store: StateStore, tenants: Sequence[str],
@@ -104,10 +109,14 @@ def dashboard_view(platform: Platform, store: StateStore, tenants: Sequence[str]
     views = {t: _empty_view(platform, t, since, step) for t in tenants}
     if views:
         q = _Query(store, list(views), since, step)
-        _batch(q, views)
-        _batch_latency(q, views)
+        # the two halves of the batch buckets in the pool's threads, the problem files' reasons
+        # in this one: each SQLite or PostgreSQL query runs without holding the GIL
+        halves = [_POOL.submit(_batch_rows, q, lo, hi)
+                  for lo, hi in ((0, POINTS // 2 - 1), (POINTS // 2, POINTS - 1))]
+        _problem_reasons(q, views)
+        _batch(q, views, [r for h in halves for r in h.result()])
+        _top_reasons(views)
         _stream(q, views)
-        _reasons(q, views)
         _apps(q, views, now, platform.config.report_interval_secs)
         _quota(q, views, platform)
         _latest(q, views)
@@ -150,49 +159,117 @@ def _at(bucket: Any) -> int:
     return min(max(int(bucket), 0), POINTS - 1)
 
 
-def _batch(q: _Query, views: dict[str, dict[str, Any]]) -> None:
-    for r in q.rows(
-            f"SELECT tenant, outcome, {q.bucket('COALESCE(ended_at, started_at)')} AS b, "
-            "COUNT(*) AS n, SUM(rows_loaded) AS loaded, SUM(rows_rejected) AS rejected, "
-            "SUM(CASE WHEN outcome = 'processed' THEN bytes ELSE 0 END) AS bytes "
-            f"FROM {q.ingestions} WHERE kind = 'batch' AND {q.among} AND started_at >= ? "
-            "GROUP BY tenant, outcome, b", [q.since, q.step, *q.tenants, q.since]):
-        v = views[r["tenant"]]
-        tot, s, b = v["totals"], v["series"], _at(r["b"])
-        tot["files"][r["outcome"]] = tot["files"].get(r["outcome"], 0) + r["n"]
-        tot["batch_rows_loaded"] += _i(r["loaded"])
-        tot["batch_rows_rejected"] += _i(r["rejected"])
-        tot["bytes"] += _i(r["bytes"])
-        s["rows"][b] += _i(r["loaded"])
-        s["bytes"][b] += _i(r["bytes"])
+def _batch_rows(q: _Query, first: int, last: int) -> list[dict[str, Any]]:
+    """Per tenant and time bucket ``first`` to ``last``: the finished records that ended in it
+    grouped by outcome, file-time histogram bucket and rows rejected or not, the groups joined
+    in one text ``v`` (None when there are none). One range scan of the covering index
+    ``ingestions_tenant_ended`` per (tenant, bucket), so nothing sorts all the window's
+    records (SQLite has no hash aggregation: one ``GROUP BY`` over 1M records sorts them
+    all)."""
+    lat = bucket_sql("ended_at - started_at")
+    group = (f"outcome || ':' || lb || ':' || rj || ':' || COUNT(*) || ':' || SUM(rows_loaded) "
+             f"|| ':' || SUM(rows_rejected) || ':' || SUM(bytes) || ':' || {q.real('MIN(d)')} "
+             f"|| ':' || {q.real('MAX(d)')} || ':' || {q.real('MAX(started_at)')}")
+    tenants = ", ".join("(CAST(? AS TEXT))" for _ in q.tenants)
+    finals = ", ".join(f"'{o}'" for o in OUTCOMES)
+    return q.rows(
+        f"WITH RECURSIVE tn(t) AS (VALUES {tenants}), "
+        "bk(i) AS (SELECT CAST(? AS INTEGER) UNION ALL SELECT i + 1 FROM bk WHERE i < ?) "
+        f"SELECT tn.t AS tenant, bk.i AS b, (SELECT {q.joined('g')} FROM (SELECT {group} AS g "
+        "FROM (SELECT outcome, rows_loaded, rows_rejected, bytes, started_at, "
+        "ended_at - started_at AS d, CASE WHEN rows_rejected > 0 THEN 1 ELSE 0 END AS rj, "
+        f"CASE WHEN outcome <> 'processed' THEN -1 ELSE {lat} END AS lb "
+        f"FROM {q.indexed('ingestions', 'ingestions_tenant_ended')} "
+        f"WHERE tenant = tn.t AND kind = 'batch' AND outcome IN ({finals}) "
+        "AND ended_at >= ? + bk.i * ? AND ended_at < "
+        "CASE WHEN bk.i = ? THEN ? ELSE ? + (bk.i + 1) * ? END AND started_at >= ?) x "
+        "GROUP BY outcome, lb, rj) y) AS v FROM tn CROSS JOIN bk",
+        [*q.tenants, first, last, q.since, q.step, POINTS - 1, math.inf, q.since, q.step,
+         q.since])
 
 
-def _batch_latency(q: _Query, views: dict[str, dict[str, Any]]) -> None:
-    """p50 and p99 (nearest rank) of accepted -> done per processed file, per bucket and over
-    the window: one scan, two window orders."""
-    # ``outcome || ''``: keeps SQLite on the (tenant, started_at) index; the outcome index
-    # would read most of the table (nearly every record is processed)
-    for r in q.rows(
-            "SELECT tenant, b, d, rb, nb, rw, nw FROM (SELECT tenant, b, d, "
-            "ROW_NUMBER() OVER (PARTITION BY tenant, b ORDER BY d) AS rb, "
-            "COUNT(*) OVER (PARTITION BY tenant, b) AS nb, "
-            "ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY d) AS rw, "
-            "COUNT(*) OVER (PARTITION BY tenant) AS nw FROM "
-            f"(SELECT tenant, {q.bucket('ended_at')} AS b, ended_at - started_at AS d "
-            f"FROM {q.ingestions} WHERE kind = 'batch' AND outcome || '' = 'processed' AND "
-            f"{q.among} AND started_at >= ? AND ended_at IS NOT NULL) s) r "
-            f"WHERE {_nearest_rank('rb', 'nb')} OR {_nearest_rank('rw', 'nw')}",
-            [q.since, q.step, *q.tenants, q.since]):
-        v = views[r["tenant"]]
+def _batch(q: _Query, views: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    """Files, rows, bytes and file-time percentiles per tenant, per time bucket and over the
+    window, from :func:`_batch_rows` and the records not finished yet."""
+    hists = {t: _Hist() for t in views}
+    for r in rows:
+        v, b, bucket = views[r["tenant"]], _at(r["b"]), _Hist()
+        for g in r["v"].split(";") if r["v"] else ():
+            outcome, lb, rj, n, loaded, rejected, nbytes, lo, hi, last = g.split(":")
+            _count(v, b, outcome, int(n), int(loaded), int(rejected),
+                   int(nbytes) if outcome == "processed" else 0)
+            if int(lb) >= 0:
+                bucket.add(int(lb), int(n), float(lo), float(hi))
+            if rj == "1" and outcome not in _PROBLEMS:
+                # files loaded with rows rejected: one entry per outcome, no reason (the
+                # rows' reasons are in the rejected-rows files)
+                _reason(v, outcome, None, int(n), int(rejected), float(last))
+        hists[r["tenant"]].merge(bucket)
         for pct in (50, 99):
-            if _is_rank(r["rb"], r["nb"], pct):
-                v["series"][f"batch_p{pct}_secs"][_at(r["b"])] = r["d"]
-            if _is_rank(r["rw"], r["nw"], pct):
-                v["totals"][f"batch_p{pct}_secs"] = r["d"]
+            v["series"][f"batch_p{pct}_secs"][b] = bucket.quantile(pct)
+    for tenant, h in hists.items():
+        for pct in (50, 99):
+            views[tenant]["totals"][f"batch_p{pct}_secs"] = h.quantile(pct)
+    _unfinished(q, views)
 
 
-def _is_rank(rank: int, count: int, pct: int) -> bool:
-    return rank * 100 >= count * pct and (rank - 1) * 100 < count * pct
+def _unfinished(q: _Query, views: dict[str, dict[str, Any]]) -> None:
+    """Records not finished yet (running, or waiting for a sink: few, found through the
+    outcome index), plotted where they started; those waiting listed with their reasons."""
+    for r in q.rows(
+            f"SELECT tenant, outcome, reason, {q.bucket('started_at')} AS b, COUNT(*) AS n, "
+            "SUM(rows_loaded) AS loaded, SUM(rows_rejected) AS rejected, "
+            "MAX(started_at) AS last_at FROM ingestions WHERE outcome IN ('running', 'waiting') "
+            "AND kind = 'batch' AND started_at >= ? GROUP BY tenant, outcome, reason, b",
+            [q.since, q.step, q.since]):
+        v = views.get(r["tenant"])
+        if v is None:
+            continue
+        _count(v, _at(r["b"]), r["outcome"], r["n"], _i(r["loaded"]), _i(r["rejected"]), 0)
+        if r["outcome"] == "waiting":
+            _reason(v, "waiting", r["reason"], r["n"], _i(r["rejected"]), r["last_at"])
+
+
+def _reason(v: dict[str, Any], outcome: str, reason: str | None, n: int, rejected: int,
+            last: float) -> None:
+    """Count files in ``v``'s reason entry (``outcome``, ``reason``)."""
+    e = v.setdefault("_reasons", {}).setdefault((outcome, reason), {
+        "outcome": outcome, "reason": reason, "files": 0, "rows_rejected": 0, "last_at": last})
+    e["files"] += n
+    e["rows_rejected"] += rejected
+    e["last_at"] = max(e["last_at"], last)
+
+
+def _count(v: dict[str, Any], b: int, outcome: str, n: int, loaded: int, rejected: int,
+           nbytes: int) -> None:
+    tot, s = v["totals"], v["series"]
+    tot["files"][outcome] = tot["files"].get(outcome, 0) + n
+    tot["batch_rows_loaded"] += loaded
+    tot["batch_rows_rejected"] += rejected
+    tot["bytes"] += nbytes
+    s["rows"][b] += loaded
+    s["bytes"][b] += nbytes
+
+
+class _Hist:
+    """File times in the buckets of :data:`BATCH_SECS_BUCKETS` (and above them): the count,
+    smallest and largest per bucket. Percentiles from it are estimates (``quantile``)."""
+
+    def __init__(self) -> None:
+        size = len(BATCH_SECS_BUCKETS) + 1
+        self.counts, self.lows, self.highs = [0] * size, [math.inf] * size, [-math.inf] * size
+
+    def add(self, i: int, n: int, lo: float, hi: float) -> None:
+        self.counts[i] += n
+        self.lows[i], self.highs[i] = min(self.lows[i], lo), max(self.highs[i], hi)
+
+    def merge(self, other: _Hist) -> None:
+        for i, n in enumerate(other.counts):
+            if n:
+                self.add(i, n, other.lows[i], other.highs[i])
+
+    def quantile(self, pct: int) -> float | None:
+        return quantile(self.counts, self.lows, self.highs, pct)
 
 
 def _stream(q: _Query, views: dict[str, dict[str, Any]]) -> None:
@@ -222,24 +299,33 @@ def _stream(q: _Query, views: dict[str, dict[str, Any]]) -> None:
             tot["stream_p99_ms"] = r["p99"] if tp is None else max(tp, r["p99"])
 
 
-def _reasons(q: _Query, views: dict[str, dict[str, Any]]) -> None:
-    """Why files failed or were rejected, and files loaded with rows rejected: per tenant
-    the first TOP_REASONS (failures first, then by count); no reason groups as ``None``."""
+def _problem_reasons(q: _Query, views: dict[str, dict[str, Any]]) -> None:
+    """Finished files of a problem outcome (failed, interrupted, rejected) grouped by reason:
+    a range of the (tenant, kind, outcome, ended_at, ...) index, only these rows read from the
+    table."""
+    finished = ", ".join(f"'{o}'" for o in _PROBLEMS if o != "waiting")
     for r in q.rows(
-            "SELECT tenant, outcome, reason, files, rows_rejected, last_at FROM ("
             "SELECT tenant, outcome, reason, COUNT(*) AS files, "
-            "SUM(rows_rejected) AS rows_rejected, MAX(started_at) AS last_at, "
-            "ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY CASE outcome WHEN 'failed' "
-            "THEN 0 WHEN 'interrupted' THEN 1 WHEN 'rejected' THEN 2 WHEN 'waiting' THEN 3 "
-            "ELSE 4 END, COUNT(*) DESC, MAX(started_at) DESC) AS rn "
-            f"FROM {q.ingestions} "
-            f"WHERE kind = 'batch' AND {q.among} AND started_at >= ? AND (outcome IN "
-            "('rejected', 'failed', 'interrupted', 'waiting') OR rows_rejected > 0) "
-            "GROUP BY tenant, outcome, reason) g WHERE rn <= ? ORDER BY tenant, rn",
-            [*q.tenants, q.since, TOP_REASONS]):
-        views[r["tenant"]]["reasons"].append(
-            {"outcome": r["outcome"], "reason": r["reason"], "files": r["files"],
-             "rows_rejected": _i(r["rows_rejected"]), "last_at": r["last_at"]})
+            "SUM(rows_rejected) AS rows_rejected, MAX(started_at) AS last_at "
+            f"FROM {q.indexed('ingestions', 'ingestions_tenant_ended')} WHERE {q.among} "
+            "AND kind = 'batch' AND ended_at >= ? AND started_at >= ? "
+            f"AND outcome IN ({finished}) GROUP BY tenant, outcome, reason",
+            [*q.tenants, q.since, q.since]):
+        _reason(views[r["tenant"]], r["outcome"], r["reason"], r["files"],
+                _i(r["rows_rejected"]), r["last_at"])
+
+
+def _top_reasons(views: dict[str, dict[str, Any]]) -> None:
+    """Why files failed, were interrupted or rejected, wait for a sink, and files loaded with
+    rows rejected: per tenant the first TOP_REASONS (in the order of ``_PROBLEMS``, then by
+    files, then the latest); no reason groups as ``None``. Entries come from
+    :func:`_problem_reasons`, :func:`_batch` (files loaded with rows rejected: one entry per
+    outcome) and :func:`_unfinished` (files waiting)."""
+    order = {o: i for i, o in enumerate(_PROBLEMS)}
+    for v in views.values():
+        found = sorted(v.pop("_reasons", {}).values(), key=lambda e: (
+            order.get(e["outcome"], len(order)), -e["files"], -e["last_at"]))
+        v["reasons"] = found[:TOP_REASONS]
 
 
 def _apps(q: _Query, views: dict[str, dict[str, Any]], now: float,

@@ -1,4 +1,11 @@
-"""Tables of the state store (the same DDL runs on SQLite and PostgreSQL)."""
+"""Tables of the state store (the same DDL runs on SQLite and PostgreSQL).
+
+Every statement is ``IF NOT EXISTS`` and runs each time a store is opened, so an index added
+here is built on existing stores too (once, when a process of the new release opens it).
+``ingestions_ended`` and ``stream_reports_end`` serve ``/metrics`` (records that ended since
+its last scrape); ``ingestions_tenant_ended`` covers the dashboard's batch figures (ranges
+of one tenant's records by outcome and end time, without reading the table).
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ingestions (
@@ -29,6 +36,9 @@ CREATE TABLE IF NOT EXISTS ingestions (
 );
 CREATE INDEX IF NOT EXISTS ingestions_tenant_started ON ingestions (tenant, started_at);
 CREATE INDEX IF NOT EXISTS ingestions_outcome ON ingestions (outcome);
+CREATE INDEX IF NOT EXISTS ingestions_ended ON ingestions (ended_at);
+CREATE INDEX IF NOT EXISTS ingestions_tenant_ended ON ingestions
+    (tenant, kind, outcome, ended_at, started_at, rows_loaded, rows_rejected, bytes);
 CREATE TABLE IF NOT EXISTS quota_usage (
     tenant TEXT NOT NULL,
     day TEXT NOT NULL,
@@ -55,6 +65,7 @@ CREATE TABLE IF NOT EXISTS stream_reports (
     sandbox TEXT
 );
 CREATE INDEX IF NOT EXISTS stream_reports_tenant ON stream_reports (tenant, app, window_end);
+CREATE INDEX IF NOT EXISTS stream_reports_end ON stream_reports (window_end);
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY,
     at DOUBLE PRECISION NOT NULL,

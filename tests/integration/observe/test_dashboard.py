@@ -440,9 +440,14 @@ def test_a_million_records_are_aggregated_in_sql(live):
         return out
 
     import httpx
-    for window in (900, 86400):
+    for window in (900, 86400):  # the 24 h window holds every record
+        started = time.perf_counter()
         r = httpx.get(f"{lv.url}/v1/dashboard", params={"window_secs": window},
                       headers={"Authorization": f"Bearer {lv.keys['op']}"}, timeout=60)
+        # aggregated in SQL without sorting the window's records: well under this bound
+        # even on a busy machine (docs/benchmarks.md); percentiles over sorted records took
+        # about 20 s for the 24 h window
+        assert time.perf_counter() - started < 10, window
         assert r.status_code == 200, r.text
         views = {v["tenant"]: v for v in r.json()["tenants"]}
         assert r.json()["since"] == pytest.approx(time.time() - window, abs=30)
@@ -456,7 +461,10 @@ def test_a_million_records_are_aggregated_in_sql(live):
             assert round(sum(views[tenant]["series"]["rows_per_sec"]) * step) == e["rows"]
         acme = views["acme"]
         assert len(acme["files"]) == 20 and acme["files"][0]["source"] == "f0.csv"
+        # every file took 5 s: the estimate from the histogram is exact
         assert acme["totals"]["batch_p50_secs"] == pytest.approx(5, abs=0.01)
+        assert acme["totals"]["batch_p99_secs"] == pytest.approx(5, abs=0.01)
+        assert {round(x, 2) for x in acme["series"]["batch_p99_secs"] if x is not None} == {5}
         reasons = {(x["outcome"], x["reason"]) for x in views["beta"]["reasons"]}
         assert ("failed", "app crashed") in reasons  # odd i, i % 25 == 0: beta's only
         assert len(views["beta"]["reasons"]) <= 10
@@ -475,6 +483,13 @@ def test_the_page_fetches_nothing_from_elsewhere(live, browser):
     assert set(hosts) == {lv.url}
     r = page.request.get(f"{lv.url}/dashboard")
     assert "default-src 'self'" in r.headers["content-security-policy"]
+
+
+def _le(secs: float) -> float:
+    """The upper bound of the file-time histogram bucket of ``secs``."""
+    from simbdp.observe.histogram import BATCH_SECS_BUCKETS
+
+    return next((b for b in BATCH_SECS_BUCKETS if secs <= b + 1e-6), float("inf"))
 
 
 @pytest.mark.postgres
@@ -516,5 +531,11 @@ def test_the_figures_are_the_same_on_postgresql(tmp_path, pg_dsn):
     assert lite["tenants"][1]["reasons"][0]["reason"] == "boom"
     assert acme["totals"]["stream_p99_ms"] == 35.0 and acme["apps"][0]["desired"] == 2
     assert sum(x is not None for x in acme["series"]["batch_p50_secs"]) > 5
+    # percentiles are estimated from the file-time histogram: in the exact one's bucket
+    secs = sorted(i % 7 for i in range(40) if i % 3 and i % 9)
+    for pct in (50, 99):
+        exact = secs[-(-len(secs) * pct // 100) - 1]
+        got = acme["totals"][f"batch_p{pct}_secs"]
+        assert _le(got) == _le(exact), (pct, exact, got)
     for s in stores:
         s.close()

@@ -196,8 +196,10 @@
     p.plots = [
       mk("rows", "rows loaded / s", [["rows/s", "#1565c0"]], "rows/s", f2),
       mk("mib", "MiB / s", [["MiB/s", "#2e7d32"]], "MiB/s", f2),
-      mk("latency", "latency", [["file p50 s", "#6a1b9a", true], ["file p99 s", "#c62828", true],
-        ["stream p99 s", "#ef6c00", true]], "seconds", f2),
+      // file percentiles are estimated from a histogram of the file times (approx.)
+      mk("latency", "latency", [["file p50 s (approx.)", "#6a1b9a", true],
+        ["file p99 s (approx.)", "#c62828", true], ["stream p99 s", "#ef6c00", true]],
+        "seconds", f2),
     ];
     // redraw only the plot whose box changed width (the first call per box is a no-op)
     const resize = new ResizeObserver((entries) => {
