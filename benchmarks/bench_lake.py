@@ -29,7 +29,8 @@ from simbdp.coredms.base import LedgerEntry
 from simbdp.coredms.compaction import compact_lake
 from simbdp.coredms.delta import LEDGER_TABLE, DeltaSink
 from simbdp.datagen import reddit_comments
-from simbdp.profiles.models import SinkSettings, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import SinkSettings
 from simbdp.stream.brokers import open_broker
 from simbdp.stream.client import make_messages, publish
 from simbdp.stream.instance import StreamInstance

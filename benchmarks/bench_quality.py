@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv
 
 from benchmarks.common import DATA, reddit_csv
 from simbdp.batch import BatchIngestManager
-from simbdp.profiles.models import TableSpec
+from simbdp.profiles.tables import TableSpec
 from simbdp.quality import SeenValues, conform
 from simbdp.state import StateStore
 from simbdp.testing import REDDIT_TABLE, make_platform, tenant_profile

@@ -19,7 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from simbdp.apps import AppContext, AppRunner, runner, sandbox
-from simbdp.profiles.models import AppSpec, AppsSettings
+from simbdp.profiles.models import AppSpec
+from simbdp.profiles.platform import AppsSettings
 
 SPEC = AppSpec(name="identity", entrypoint="w:identity", tables=["t"], memory_mb=1024)
 CTX = AppContext(tenant="bench", app="identity", source="f.csv", tables=("t",))

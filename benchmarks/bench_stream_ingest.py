@@ -260,7 +260,7 @@ class Run:
 PUBLISHER = """
 import asyncio, json, sys, time
 import uvloop
-from simbdp.profiles.models import BrokerSettings
+from simbdp.profiles.platform import BrokerSettings
 from simbdp.stream.brokers import OutMessage, open_broker
 
 kind, url, tenant, start, n, rate, pad = sys.argv[1:8]

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from simbdp.observe.logs import get_logger
-from simbdp.profiles.models import PlatformConfig
+from simbdp.profiles.platform import PlatformConfig
 
 __all__ = ["PRIVATE_UMASK", "check_home", "make_private", "start_home", "too_wide",
            "use_private_umask"]

@@ -43,7 +43,8 @@ from simbdp.apps.sandbox import (
     sandbox_problem,
 )
 from simbdp.errors import AppFailed, ConfigError, TransientError
-from simbdp.profiles.models import AppSpec, AppsSettings
+from simbdp.profiles.models import AppSpec
+from simbdp.profiles.platform import AppsSettings
 
 __all__ = ["AppRunner"]
 

@@ -35,7 +35,9 @@ from simbdp.batch.job import (
 from simbdp.batch.warm import Warm
 from simbdp.coredms.base import LedgerEntry, SinkTransaction
 from simbdp.errors import Rejected, SimbdpError, TransientError
-from simbdp.profiles.models import PlatformConfig, TableSpec, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import PlatformConfig
+from simbdp.profiles.tables import TableSpec
 
 __all__ = ["run_file_group"]
 

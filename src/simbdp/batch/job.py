@@ -31,7 +31,9 @@ from simbdp.errors import (
     TransientError,
 )
 from simbdp.formats import ReadOptions, ReadStats, detect_format, is_encrypted, read_batches
-from simbdp.profiles.models import AppSpec, PlatformConfig, TableSpec, TenantProfile
+from simbdp.profiles.models import AppSpec, TenantProfile
+from simbdp.profiles.platform import PlatformConfig
+from simbdp.profiles.tables import TableSpec
 from simbdp.profiles.types import arrow_type
 from simbdp.quality import (
     QualityStats,

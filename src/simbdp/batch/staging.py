@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from simbdp.errors import Rejected
-from simbdp.profiles.models import PlatformConfig
+from simbdp.profiles.platform import PlatformConfig
 
 __all__ = [
     "FileTracker",

@@ -15,7 +15,8 @@ from contextlib import suppress
 from simbdp.apps import AppRunner
 from simbdp.coredms.base import Sink, open_sink
 from simbdp.errors import SimbdpError
-from simbdp.profiles.models import AppSpec, PlatformConfig, TenantProfile
+from simbdp.profiles.models import AppSpec, TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 
 __all__ = ["HOLD_SECS", "Warm"]
 

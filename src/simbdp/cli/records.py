@@ -13,7 +13,7 @@ from rich.table import Table
 
 from simbdp.cli.common import EXIT_USAGE, console, err_console, load
 from simbdp.observe.report import queue_secs, work_secs
-from simbdp.profiles.models import PlatformConfig
+from simbdp.profiles.platform import PlatformConfig
 from simbdp.quality import QualityStats
 from simbdp.state import StateStore
 from simbdp.units import format_bytes

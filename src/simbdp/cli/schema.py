@@ -7,7 +7,8 @@ from enum import StrEnum
 
 import typer
 
-from simbdp.profiles.models import PlatformConfig, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 
 __all__ = ["json_schema", "schema"]
 

@@ -12,7 +12,9 @@ from typing import ClassVar, Protocol
 
 import pyarrow as pa
 
-from simbdp.profiles.models import SinkSettings, TableSpec, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import SinkSettings
+from simbdp.profiles.tables import TableSpec
 
 __all__ = ["SINKS", "LedgerEntry", "Sink", "SinkTransaction", "open_sink", "register_sink"]
 

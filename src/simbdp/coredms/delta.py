@@ -45,7 +45,9 @@ from simbdp.coredms.base import LedgerEntry, register_sink
 from simbdp.coredms.lake_ids import MessageIds
 from simbdp.coredms.lock import FileLock
 from simbdp.errors import DuplicateIngestion, DuplicateMessages, SchemaError, SinkUnavailable
-from simbdp.profiles.models import SinkSettings, TableSpec, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import SinkSettings
+from simbdp.profiles.tables import TableSpec
 from simbdp.quality import dedupe_last
 
 __all__ = ["FILE_APP_PREFIX", "LEDGER_TABLE", "STREAM_APP_PREFIX", "Compaction", "DeltaSink",

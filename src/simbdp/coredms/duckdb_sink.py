@@ -39,7 +39,9 @@ from simbdp.errors import (
     SchemaError,
     SinkUnavailable,
 )
-from simbdp.profiles.models import SinkSettings, TableSpec, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import SinkSettings
+from simbdp.profiles.tables import TableSpec
 from simbdp.profiles.types import duckdb_type
 
 __all__ = ["DuckDBSink", "DuckDBTransaction"]

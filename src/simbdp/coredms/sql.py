@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from simbdp.profiles.models import TableSpec
+from simbdp.profiles.tables import TableSpec
 
 __all__ = ["LEDGER", "MESSAGES", "create_table_sql", "ledger_sql", "qi", "qualified", "where_sql"]
 

@@ -22,7 +22,8 @@ import tink
 from simbdp.crypto.keyset import Keyset, tenant_keyset
 from simbdp.errors import Rejected
 from simbdp.formats.base import is_encrypted
-from simbdp.profiles.models import PlatformConfig, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 
 __all__ = ["ASSOCIATED_DATA", "FileDecryptor", "encrypt_file", "file_decryptor"]
 

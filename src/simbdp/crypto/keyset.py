@@ -24,7 +24,8 @@ import tink
 from tink import aead, secret_key_access, streaming_aead
 
 from simbdp.errors import Rejected
-from simbdp.profiles.models import PlatformConfig, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 
 __all__ = ["KEYSET_FORMAT", "Keyset", "KeysetError", "load_keyset", "new_keyset",
            "parse_keyset", "read_keyset_doc", "retire_keyset", "rotate_keyset", "save_keyset",

@@ -19,7 +19,8 @@ import tink
 
 from simbdp.crypto.keyset import Keyset, tenant_keyset
 from simbdp.errors import Rejected
-from simbdp.profiles.models import PlatformConfig, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 from simbdp.stream.brokers.base import Delivery, OutMessage
 
 __all__ = ["ASSOCIATED_DATA", "ENCRYPTION_HEADER", "ENCRYPTION_SCHEME", "MessageDecryptor",

@@ -8,7 +8,8 @@ from typing import BinaryIO, Literal, Protocol
 
 import pyarrow as pa
 
-from simbdp.profiles.models import CsvOptions, FileType
+from simbdp.profiles.base import FileType
+from simbdp.profiles.models import CsvOptions
 
 __all__ = ["ENCRYPTED_SUFFIX", "Compression", "Decryptor", "ReadOptions", "ReadStats",
            "is_encrypted"]

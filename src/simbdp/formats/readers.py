@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from simbdp.errors import FormatError, Rejected
 from simbdp.formats.base import ENCRYPTED_SUFFIX, Compression, ReadOptions, ReadStats
 from simbdp.formats.locate import locate
-from simbdp.profiles.models import FileType
+from simbdp.profiles.base import FileType
 
 __all__ = ["detect_format", "read_batches"]
 

@@ -7,16 +7,9 @@ from simbdp.profiles.loader import (
     load_profile,
     save_profile,
 )
-from simbdp.profiles.models import (
-    AppSpec,
-    BatchLimits,
-    Column,
-    PlatformConfig,
-    SinkSettings,
-    StreamLimits,
-    TableSpec,
-    TenantProfile,
-)
+from simbdp.profiles.models import AppSpec, BatchLimits, StreamLimits, TenantProfile
+from simbdp.profiles.platform import PlatformConfig, SinkSettings
+from simbdp.profiles.tables import Column, TableSpec
 
 __all__ = [
     "AppSpec",

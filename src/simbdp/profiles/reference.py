@@ -17,7 +17,8 @@ from pydantic import BaseModel, ByteSize, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from simbdp.profiles.models import PlatformConfig, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 
 __all__ = ["EXAMPLE_PLATFORM", "EXAMPLE_PROFILE", "reference"]
 

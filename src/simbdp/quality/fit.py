@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from simbdp.errors import SchemaError
-from simbdp.profiles.models import TableSpec
+from simbdp.profiles.tables import TableSpec
 from simbdp.profiles.types import arrow_type, duckdb_type
 from simbdp.quality.rules import SeenValues, rule_fails
 from simbdp.quality.stats import QualityStats

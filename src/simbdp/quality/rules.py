@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from simbdp.profiles.models import QualityRule
+from simbdp.profiles.tables import QualityRule
 
 if TYPE_CHECKING:
     import duckdb

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from simbdp.profiles.models import TableSpec
+from simbdp.profiles.tables import TableSpec
 
 __all__ = ["QualityStats", "pass_rate_breach", "percent", "quality_json", "summarize"]
 

@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from simbdp.profiles.models import PlatformConfig
+from simbdp.profiles.platform import PlatformConfig
 from simbdp.state.db import Database
 from simbdp.state.schema import ADDED_COLUMNS, SCHEMA
 

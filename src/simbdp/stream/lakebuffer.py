@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from simbdp.profiles.models import AppSpec, PlatformConfig, TenantProfile
+from simbdp.profiles.models import AppSpec, TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 from simbdp.stream.brokers import Broker, Delivery
 
 __all__ = ["LakeBuffer", "LakeLimits", "lake_limits", "writes_lake"]

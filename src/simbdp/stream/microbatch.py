@@ -25,7 +25,8 @@ from simbdp.apps import AppRunner
 from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction, open_sink
 from simbdp.crypto.messages import MessageDecryptor
 from simbdp.errors import DuplicateMessages
-from simbdp.profiles.models import AppSpec, PlatformConfig, TenantProfile
+from simbdp.profiles.models import AppSpec, TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 from simbdp.quality import QualityStats
 from simbdp.stream.brokers import Broker, Delivery
 from simbdp.stream.decode import Decoded, decode_batch

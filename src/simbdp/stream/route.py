@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 
 from simbdp.coredms.base import Sink
 from simbdp.crypto.messages import MessageDecryptor
-from simbdp.profiles.models import ROUTED_APP, AppSpec, PlatformConfig, TenantProfile
+from simbdp.profiles.models import ROUTED_APP, AppSpec, TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 from simbdp.stream.brokers import Broker, Delivery
 from simbdp.stream.decode import MSG_COLUMN, Decoded, decode_batch
 from simbdp.stream.lakebuffer import LakeBuffer

@@ -11,7 +11,8 @@ import pyarrow.compute as pc
 
 from simbdp.apps import AppContext, AppRunner
 from simbdp.errors import AppFailed, SchemaError
-from simbdp.profiles.models import AppSpec, PlatformConfig, TenantProfile
+from simbdp.profiles.models import AppSpec, TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 from simbdp.quality import QualityStats, conform, dedupe_last, pass_rate_breach
 from simbdp.stream.brokers import Delivery
 from simbdp.stream.decode import MSG_COLUMN

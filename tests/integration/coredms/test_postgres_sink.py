@@ -3,7 +3,8 @@ import pytest
 
 from simbdp.coredms.base import LedgerEntry, open_sink
 from simbdp.errors import DuplicateIngestion, DuplicateMessages
-from simbdp.profiles.models import SinkSettings, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import SinkSettings
 
 pytestmark = pytest.mark.postgres
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from simbdp.errors import BrokerUnavailable
-from simbdp.profiles.models import BrokerSettings
+from simbdp.profiles.platform import BrokerSettings
 from simbdp.stream.brokers import OutMessage, open_broker
 
 KINDS = [pytest.param("embedded"),

@@ -20,7 +20,8 @@ from simbdp.apps import AppContext, AppRunner
 from simbdp.apps.cgroup import cgroup_problem
 from simbdp.apps.sandbox import runtime_paths, sandbox_problem
 from simbdp.errors import AppFailed, ConfigError
-from simbdp.profiles.models import AppSpec, AppsSettings
+from simbdp.profiles.models import AppSpec
+from simbdp.profiles.platform import AppsSettings
 
 APP = '''
 import os, socket, time

@@ -9,7 +9,8 @@ from simbdp.coredms.base import LedgerEntry, open_sink
 from simbdp.coredms.delta import LEDGER_TABLE, DeltaSink, file_app_id, stream_app_id
 from simbdp.coredms.lake_ids import MessageIds
 from simbdp.errors import DuplicateIngestion, DuplicateMessages
-from simbdp.profiles.models import SinkSettings, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import SinkSettings
 
 PROFILE = TenantProfile.model_validate({
     "tenant_id": "acme",

@@ -8,7 +8,8 @@ import pytest
 
 from simbdp.coredms.base import LedgerEntry, open_sink
 from simbdp.errors import DuplicateIngestion, DuplicateMessages
-from simbdp.profiles.models import SinkSettings, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import SinkSettings
 
 PROFILE = TenantProfile.model_validate({
     "tenant_id": "acme",

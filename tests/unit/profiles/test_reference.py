@@ -7,7 +7,8 @@ import yaml
 from typer.testing import CliRunner
 
 from simbdp.cli.main import app
-from simbdp.profiles.models import PlatformConfig, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 from simbdp.profiles.reference import EXAMPLE_PLATFORM, EXAMPLE_PROFILE, reference
 
 DOC = Path(__file__).parents[3] / "docs" / "profiles.md"

@@ -2,7 +2,7 @@ import pyarrow as pa
 import pytest
 
 from simbdp.errors import SchemaError
-from simbdp.profiles.models import TableSpec
+from simbdp.profiles.tables import TableSpec
 from simbdp.quality import conform, dedupe_last, write_rejected
 
 TABLE = TableSpec.model_validate({

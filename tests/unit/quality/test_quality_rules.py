@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from simbdp.profiles.models import TableSpec, TenantProfile, parse_age
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.tables import TableSpec, parse_age
 from simbdp.quality import SeenValues, conform, pass_rate_breach, quality_json
 
 NOW = datetime(2026, 1, 10, tzinfo=UTC).timestamp()

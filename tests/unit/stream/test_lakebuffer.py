@@ -5,7 +5,8 @@ import time
 import pyarrow as pa
 import pytest
 
-from simbdp.profiles.models import PlatformConfig, TenantProfile
+from simbdp.profiles.models import TenantProfile
+from simbdp.profiles.platform import PlatformConfig
 from simbdp.stream.brokers import Delivery, open_broker
 from simbdp.stream.lakebuffer import LakeBuffer, LakeLimits, lake_limits
 from simbdp.testing import stream_tenant

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from simbdp.profiles.models import BrokerSettings
+from simbdp.profiles.platform import BrokerSettings
 from simbdp.stream.brokers.base import (
     BROKERS,
     Broker,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from simbdp.errors import BrokerUnavailable, ConfigError
-from simbdp.profiles.models import BrokerSettings
+from simbdp.profiles.platform import BrokerSettings
 from simbdp.stream.brokers.base import Delivery, OutMessage, TenantCredentials, register_broker
 
 __all__ = ["EmbeddedBroker"]

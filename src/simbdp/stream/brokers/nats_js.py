@@ -37,7 +37,7 @@ from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from simbdp.errors import BrokerUnavailable, ConfigError, CredentialsIssued
 from simbdp.observe.logs import get_logger
-from simbdp.profiles.models import BrokerSettings
+from simbdp.profiles.platform import BrokerSettings
 from simbdp.stream.brokers.base import Delivery, OutMessage, TenantCredentials, register_broker
 from simbdp.stream.brokers.nats_auth import NatsUsers, tenant_permissions
 

@@ -41,7 +41,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
 from simbdp.errors import AuthError, BrokerUnavailable, CredentialsIssued
-from simbdp.profiles.models import BrokerSettings
+from simbdp.profiles.platform import BrokerSettings
 from simbdp.stream.brokers.base import Delivery, OutMessage, TenantCredentials, register_broker
 
 __all__ = ["RabbitMQBroker"]
