@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -107,6 +108,14 @@ def _ingest_stream(platform: Platform, store: StateStore, messages: dict[str, li
     StreamMonitor(platform, store).ingest_reports(asyncio.run(go()))
 
 
+def _ready(prom: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{prom}/-/ready", timeout=5) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):  # 503 while it starts
+        return False
+
+
 def _query(prom: str, promql: str) -> dict[str, float]:
     """An instant PromQL query through Prometheus's HTTP API: {tenant: value}."""
     url = f"{prom}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
@@ -154,6 +163,10 @@ def test_prometheus_scrapes_figures_that_equal_the_records(tmp_path):
     try:
         wait_port(prom_port)
         deadline = time.monotonic() + 60
+        while not _ready(prom):  # its HTTP port opens before it answers queries (503)
+            if time.monotonic() > deadline:
+                raise AssertionError((tmp_path / "prometheus.log").read_text()[-3000:])
+            time.sleep(0.2)
         while _query(prom, 'up{job="simbdp"}') != {"": 1.0}:
             if time.monotonic() > deadline:
                 raise AssertionError((tmp_path / "prometheus.log").read_text()[-3000:])
