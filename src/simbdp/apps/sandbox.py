@@ -93,7 +93,8 @@ class Limits:
 def runtime_paths() -> tuple[str, ...]:
     """Folders the child's interpreter reads: the Python install, the venv, simbdp, pyarrow."""
     spec = importlib.util.find_spec("pyarrow")  # found, not imported: the CLI does not need it
-    assert spec is not None and spec.origin is not None
+    if spec is None or spec.origin is None:
+        raise ConfigError("pyarrow is not installed: tenant apps need it (pip install pyarrow)")
     paths = {sys.base_prefix, sys.prefix, Path(simbdp.__file__).parent,
              Path(spec.origin).parent, Path(sys.executable).parent}
     real = sorted({os.path.realpath(p) for p in paths} | {os.path.abspath(p) for p in paths})

@@ -235,7 +235,6 @@ def _write_and_commit(config: PlatformConfig, profile: TenantProfile, job: FileJ
         if result.rows_rejected:
             result.rejected_rows_file = str(rejected_file)
         raise
-    t0 = time.perf_counter()
     result.content_key = hashing.result()
     try:
         _skip_committed(profile, job, result, txns)
@@ -245,6 +244,7 @@ def _write_and_commit(config: PlatformConfig, profile: TenantProfile, job: FileJ
         result.quality.clear()
         rejected_file.unlink(missing_ok=True)
         raise
+    t0 = time.perf_counter()
     loaded = result.rows_loaded // max(1, len(tables))
     for sink_name, txn in list(txns.items()):
         txn.commit(LedgerEntry(tenant=profile.tenant_id, key=result.content_key or "",

@@ -163,18 +163,12 @@ class MicroBatches:
                         seen_by[name] = set(self._sink(name).seen_message_ids(
                             self.profile, ids).to_pylist())
                     seen.update(set.intersection(*seen_by.values()))
-                    if self.lake is not None:  # a publisher's duplicate of a buffered one
-                        seen.update(d.id for d in batch
-                                    if d.id in self.lake.ids and not d.redelivered)
                     return
                 # one sink: look up in the transaction that will write the batch, so a DuckDB
                 # tenant file is opened (at most) once per micro-batch, not twice
                 txn = self._begin(self.sink_names[0])
                 try:
                     seen.update(txn.seen_message_ids(ids).to_pylist())
-                    if self.lake is not None:  # a publisher's duplicate of a buffered one
-                        seen.update(d.id for d in batch
-                                    if d.id in self.lake.ids and not d.redelivered)
                 except BaseException:
                     txn.rollback()
                     raise
@@ -187,6 +181,8 @@ class MicroBatches:
             if not await retry_sink("lookup", lookup, self.log, self._beat):
                 await self.broker.nack(self.tenant, batch)  # redelivered later, nothing lost
                 return
+            if self.lake is not None:  # a publisher's duplicate of a buffered one
+                seen.update(d.id for d in batch if d.id in self.lake.ids and not d.redelivered)
             batch = await self._complete_partial(batch, seen, seen_by)
             await self._sort_out(batch, seen, count=not redo)
         finally:
