@@ -51,7 +51,8 @@ def test_sigkill_mid_large_file_then_restart_loads_exact_count(make_env):
     [run] = env.manager._running.values()
     # wait until the worker is well into the file, then kill it without warning
     time.sleep(1.5)
-    assert run.process.is_alive(), "file finished before the kill: make it bigger"
+    assert run.process.is_alive() and not run.conn.poll(), \
+        "file finished before the kill: make it bigger"
     os.kill(run.process.pid, signal.SIGKILL)
     run.process.join()
     assert env.count("acme") == 0  # its transaction never committed
@@ -90,18 +91,19 @@ def test_crash_after_commit_before_move_is_finished_not_duplicated(make_env, com
 
 def test_worker_killed_is_retried_by_the_same_manager(make_env):
     env = slow_env(make_env)
-    write_reddit_csv(env.staging("acme") / "big.csv", 150_000)
+    write_reddit_csv(env.staging("acme") / "big.csv", 300_000)
     env.manager.submit("acme", [env.staging("acme") / "big.csv"])
     env.manager.pump()
     [run] = env.manager._running.values()
     time.sleep(1.0)
-    assert run.process.is_alive()
+    # a warm worker outlives its file: still on it means no answer on its pipe yet
+    assert run.process.is_alive() and not run.conn.poll(), "file done before the kill"
     os.kill(run.process.pid, signal.SIGKILL)
     env.manager.run_until_idle(timeout_secs=120)
     outcomes = [r["outcome"] for r in env.store.records("acme")]
     assert sorted(outcomes) == ["interrupted", "processed"]
     assert "killed by signal 9" in env.store.records("acme", outcome="interrupted")[0]["reason"]
-    assert env.count("acme") == 150_000
+    assert env.count("acme") == 300_000
 
 
 @pytest.mark.parametrize("files_per_turn", [1, 4])
