@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from simbdp.cli.common import EXIT_USAGE, console, err_console, load
-from simbdp.observe.report import queue_secs, work_secs
+from simbdp.observe.report import describe_sink, queue_secs, work_secs
 from simbdp.profiles.platform import PlatformConfig
 from simbdp.quality import QualityStats
 from simbdp.state import StateStore
@@ -134,10 +134,12 @@ def _show_stream_report(rep: dict[str, Any]) -> None:
         ("instance", rep["instance"]),
         ("window", f"{_when(rep['window_start'])} -> {_when(rep['window_end'])}"),
         ("messages", f"{rep['messages']:,} ({format_bytes(rep['bytes'])})"),
-        ("rows", f"{rep['rows_loaded']:,} loaded, {rep['rows_rejected']:,} dead-lettered"),
+        ("rows", f"{rep['rows_loaded']:,} loaded, {rep['rows_rejected']:,} rejected "
+                 "(dead-lettered, or quarantined where the table keeps a quarantine table)"),
     ]
     rows += _quality_rows(rep["quality"]) if rep.get("quality") else [
         ("quality", "no rows checked")]
+    rows += [(f"sink {n}", describe_sink(s)) for n, s in (rep.get("sinks") or {}).items()]
     for k, v in rows:
         t.add_row(k, escape(v))
     console.print(t)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from simbdp.cli.common import EXIT_UNREACHABLE, EXIT_USAGE, console, err_console, load
 from simbdp.errors import BrokerUnavailable, PublishInterrupted
+from simbdp.observe.report import describe_sink
 from simbdp.profiles import Platform
 from simbdp.state import StateStore
 
@@ -89,7 +90,7 @@ def status(tenant: str | None = typer.Option(None, "--tenant", "-t"),
     store = StateStore.open(platform.config)
     t = Table(title="stream apps")
     for col in ("tenant", "app", "instances wanted", "paused", "last report", "backlog",
-                "last broker outage"):
+                "sinks", "last broker outage"):
         t.add_column(col)
     outages: dict[tuple[str, str], str] = {}
     for d in store.decisions(tenant, limit=1000):  # newest first
@@ -102,6 +103,8 @@ def status(tenant: str | None = typer.Option(None, "--tenant", "-t"),
         t.add_row(r["tenant"], r["app"], str(r["instances"]), r["paused_reason"] or "",
                   f"{last[0]['messages']} msgs" if last else "-",
                   str(last[0]["backlog"]) if last else "-",
+                  "\n".join(f"{n}: {describe_sink(x)}" for n, x in
+                            (last[0]["sinks"] or {}).items()) if last else "-",
                   outages.get((r["tenant"], r["app"]), "-"))
     console.print(t)
     d = Table(title="recent decisions")

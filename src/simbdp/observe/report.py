@@ -11,7 +11,7 @@ from simbdp.quality import QualityStats
 from simbdp.state import StateStore
 from simbdp.units import mib
 
-__all__ = ["BatchSummary", "StreamSummary", "batch_summary", "queue_secs",
+__all__ = ["BatchSummary", "StreamSummary", "batch_summary", "describe_sink", "queue_secs",
            "stream_summary", "unconfined_runs", "work_secs"]
 
 
@@ -183,3 +183,14 @@ def unconfined_runs(store: StateStore, tenant: str | None = None,
         for r in store.db.query(sql + " GROUP BY tenant", args):
             counts[r["tenant"]] += r["n"]
     return dict(sorted(counts.items()))
+
+
+def describe_sink(s: dict[str, Any]) -> str:
+    """One line for a stream report's sink state (``simbdp.stream.window.SinkWindow``)."""
+    line = (f"{s['state']}; {s['commits']:,} commits, {s['messages']:,} messages, "
+            f"{s['rows']:,} rows")
+    if s.get("completed"):
+        line += f" ({s['completed']:,} messages completed: other sinks had them)"
+    if s.get("failures"):
+        line += f"; {s['failures']:,} failed attempts, last: {s['last_error']}"
+    return line

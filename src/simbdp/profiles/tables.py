@@ -148,9 +148,10 @@ class TableSpec(Model):
     quarantine: bool = False
     """Also keep the rows that fail (a type, a required column, a quality rule) in a table
     ``<name>_quarantine`` in the same sinks, committed with the file: the row's values as
-    text, ``quality_reason``, ``quality_source`` (the file), ``quality_ingestion`` (the
-    record id) and ``quality_row`` (its number in the chunk). Batch files; a stream's failing
-    messages go to its dead-letter queue."""
+    text, ``quality_reason``, ``quality_source`` (the file, or a stream row's message id),
+    ``quality_ingestion`` (the record id, or the stream report's) and ``quality_row`` (its
+    number in the file, or in the micro-batch). Without it a stream's failing messages go
+    to its dead-letter queue; with it they are acknowledged, their good rows loaded."""
 
     @model_validator(mode="before")
     @classmethod

@@ -211,12 +211,17 @@ def quarantine_rows(rejected: pa.Table, table: TableSpec, source: str, ingestion
                     first_row: int = 0) -> pa.Table:
     """Rejected rows (``conform``'s, with ``_row`` and ``_reason``) shaped for the table's
     quarantine table: its values as text, the reason, the source, the ingestion and the row
-    number (``_row`` plus ``first_row``, the rows of the table checked before this chunk)."""
+    number (``_row`` plus ``first_row``, the rows of the table checked before this chunk).
+    A NUL byte in a value or a reason becomes the two characters ``\\0``."""
     n = rejected.num_rows
     spec = table.quarantine_table()
-    cols = {c.name: rejected.column(c.name) if c.name in rejected.column_names
+
+    def text(col: str) -> pa.ChunkedArray:  # PostgreSQL text cannot hold a NUL byte
+        return pc.replace_substring(rejected.column(col), "\x00", "\\0")
+
+    cols = {c.name: text(c.name) if c.name in rejected.column_names
             else pa.nulls(n, pa.string()) for c in table.columns}
-    cols["quality_reason"] = rejected.column("_reason")
+    cols["quality_reason"] = text("_reason")
     cols["quality_source"] = pa.nulls(n, pa.string()).fill_null(source)
     cols["quality_ingestion"] = pa.nulls(n, pa.string()).fill_null(ingestion)
     cols["quality_row"] = pc.add(rejected.column("_row"), first_row)

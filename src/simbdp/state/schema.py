@@ -101,4 +101,6 @@ ADDED_COLUMNS = [("ingestions", "sandbox", "TEXT"), ("stream_reports", "sandbox"
                  ("ingestions", "work_started_at", "DOUBLE PRECISION"),
                  ("ingestions", "sinks", "TEXT"),
                  # quality metadata, JSON: see simbdp.quality.stats
-                 ("ingestions", "quality", "TEXT"), ("stream_reports", "quality", "TEXT")]
+                 ("ingestions", "quality", "TEXT"), ("stream_reports", "quality", "TEXT"),
+                 # a stream report's state per sink, JSON: see simbdp.stream.window.SinkWindow
+                 ("stream_reports", "sinks", "TEXT")]

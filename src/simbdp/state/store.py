@@ -42,21 +42,31 @@ _RECORD_FIELDS = (
 )
 
 
-def _encode_quality(row: dict[str, Any]) -> dict[str, Any]:
-    """The ``quality`` field stored as JSON text (it may come as a dict)."""
-    if isinstance(row.get("quality"), dict):
-        row["quality"] = json.dumps(row["quality"], separators=(",", ":"))
+#: columns held as JSON text: ``quality`` (see :mod:`simbdp.quality.stats`) and a stream
+#: report's ``sinks`` (see :class:`simbdp.stream.window.SinkWindow`); a batch record's
+#: ``sinks`` stays text
+REPORT_JSON = ("quality", "sinks")
+
+
+def _encode_quality(row: dict[str, Any], fields: tuple[str, ...] = ("quality",)
+                    ) -> dict[str, Any]:
+    """``fields`` stored as JSON text (they may come as dicts)."""
+    for f in fields:
+        if isinstance(row.get(f), dict):
+            row[f] = json.dumps(row[f], separators=(",", ":"))
     return row
 
 
-def _decode_quality(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ``quality`` column read back as a dict (see :mod:`simbdp.quality.stats`)."""
+def _decode_quality(rows: list[dict[str, Any]], fields: tuple[str, ...] = ("quality",)
+                    ) -> list[dict[str, Any]]:
+    """``fields`` read back as dicts (None if not JSON)."""
     for r in rows:
-        if isinstance(r.get("quality"), str):
-            try:
-                r["quality"] = json.loads(r["quality"])
-            except ValueError:
-                r["quality"] = None
+        for f in fields:
+            if isinstance(r.get(f), str):
+                try:
+                    r[f] = json.loads(r[f])
+                except ValueError:
+                    r[f] = None
     return rows
 
 
@@ -222,22 +232,26 @@ class StateStore:
         return rows[0] if rows else {"files": 0, "bytes": 0, "messages": 0, "stream_bytes": 0}
 
     # stream: reports, decisions, desired instances -----------------------------------------
-    def add_stream_report(self, report: dict[str, Any]) -> None:
-        rec = _encode_quality({"id": uuid.uuid4().hex, **report})
+    def add_stream_report(self, report: dict[str, Any]) -> bool:
+        """Store a report; False if one with its ``id`` is stored already (a redelivery)."""
+        rec = _encode_quality({"id": uuid.uuid4().hex, **report}, REPORT_JSON)
         cols = ", ".join(rec)
+        if self.db.query("SELECT 1 AS x FROM stream_reports WHERE id = ?", [rec["id"]]):
+            return False
         self.db.execute(
             f"INSERT INTO stream_reports ({cols}) VALUES ({', '.join('?' * len(rec))})",
             list(rec.values()))
+        return True
 
     def stream_reports(self, tenant: str | None = None, app: str | None = None,
                        since: float | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
         return _decode_quality(self._select("stream_reports", "window_end", since, limit,
-                                            tenant=tenant, app=app))
+                                            tenant=tenant, app=app), REPORT_JSON)
 
     def stream_report(self, report_id: str) -> dict[str, Any] | None:
         """One stream report by id (``quality`` as a dict), or None."""
         rows = _decode_quality(self.db.query("SELECT * FROM stream_reports WHERE id = ?",
-                                             [report_id]))
+                                             [report_id]), REPORT_JSON)
         return rows[0] if rows else None
 
     def add_decision(self, tenant: str, app: str | None, action: str, reason: str,

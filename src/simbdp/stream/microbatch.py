@@ -24,9 +24,10 @@ import pyarrow as pa
 from simbdp.apps import AppRunner
 from simbdp.coredms.base import LedgerEntry, Sink, SinkTransaction, open_sink
 from simbdp.crypto.messages import MessageDecryptor
-from simbdp.errors import DuplicateMessages
+from simbdp.errors import DuplicateMessages, SinkUnavailable
 from simbdp.profiles.models import AppSpec, TenantProfile
 from simbdp.profiles.platform import PlatformConfig
+from simbdp.profiles.tables import QUARANTINE_SUFFIX
 from simbdp.quality import QualityStats
 from simbdp.stream.brokers import Broker, Delivery
 from simbdp.stream.decode import Decoded, decode_batch
@@ -74,10 +75,13 @@ class MicroBatches:
         self._turn_until = 0.0  # monotonic: do not take a held session again before
         self._acking: asyncio.Task[None] | None = None  # the acks of the last commit
         self._transforming = asyncio.Lock()  # FIFO: micro-batches take it in their order
-        self._by_sink: dict[str, list[str]] = {}
+        self._by_sink: dict[str, list[str]] = {}  # sink -> the app's tables (and quarantine)
         for t in spec.tables:
-            for s in profile.table(t).sinks:
+            table = profile.table(t)
+            for s in table.sinks:
                 self._by_sink.setdefault(s, []).append(t)
+                if table.quarantine:
+                    self._by_sink[s].append(t + QUARANTINE_SUFFIX)
         self.sink_names = sorted(self._by_sink)
         #: a lake app's micro-batches are committed together (stream/lakebuffer.py)
         self.lake = LakeBuffer(lake_limits(config, profile, spec, broker)) \
@@ -157,6 +161,7 @@ class MicroBatches:
         seen_by: dict[str, set[str]] = {}
 
         def lookup() -> None:
+            name = self.sink_names[0]
             try:
                 if len(self.sink_names) > 1:
                     for name in self.sink_names:
@@ -166,14 +171,16 @@ class MicroBatches:
                     return
                 # one sink: look up in the transaction that will write the batch, so a DuckDB
                 # tenant file is opened (at most) once per micro-batch, not twice
-                txn = self._begin(self.sink_names[0])
+                txn = self._begin(name)
                 try:
                     seen.update(txn.seen_message_ids(ids).to_pylist())
                 except BaseException:
                     txn.rollback()
                     raise
                 self._open_txn = txn
-            except BaseException:
+            except BaseException as e:
+                if isinstance(e, SinkUnavailable):
+                    self.window.sink_failed(name, str(e))
                 self.release()  # its state is unknown: open afresh next time
                 raise
 
@@ -240,8 +247,10 @@ class MicroBatches:
                                   f"{self.tenant!r} does not own (app tables: {sorted(owned)})"))
             else:
                 routed.append(d)
+        w = self.window  # a report may start a new window meanwhile: this batch counts here
         async with self._transforming:  # the app runner serves one batch at a time, in order
-            good, done = await asyncio.to_thread(self._decode_and_transform, routed, poison)
+            good, done = await asyncio.to_thread(self._decode_and_transform, routed, poison,
+                                                 w.id)
         poison.extend(done.poison)
         bad_ids = {d.id for d, _ in poison}
         keep = [d for d in good if d.id not in bad_ids] if bad_ids else good
@@ -257,7 +266,6 @@ class MicroBatches:
                 await self._commit(done.outputs, keep)
             else:
                 await self._commit_now(done.outputs, keep, sinks)
-        w = self.window
         w.rows_rejected += len(poison) + done.rows_rejected
         if count:  # a redo's messages were counted the first time
             w.messages += len(batch)
@@ -265,13 +273,13 @@ class MicroBatches:
             for table, stats in done.quality.items():
                 w.quality.setdefault(table, QualityStats()).add(stats)
 
-    def _decode_and_transform(self, routed: list[Delivery], poison: list[tuple[Delivery, str]]
-                              ) -> tuple[list[Delivery], Transformed]:
+    def _decode_and_transform(self, routed: list[Delivery], poison: list[tuple[Delivery, str]],
+                              window_id: str) -> tuple[list[Delivery], Transformed]:
         """In a worker thread: Arrow parses and casts with the GIL released."""
         decoded = self._decode(routed)
         poison.extend(decoded.poison)
         return decoded.good, Transform(self.config, self.profile, self.spec, self.runner)(
-            decoded.rows, decoded.good)
+            decoded.rows, decoded.good, window_id)
 
     async def _commit(self, outputs: dict[str, pa.Table], keep: list[Delivery]) -> None:
         if self.lake is not None:  # buffered; committed once the buffer is full
@@ -311,8 +319,8 @@ class MicroBatches:
         # the acks go out while the next micro-batch is decoded and written (on NATS, one
         # publish per message): after the previous batch's acks, so they stay in order
         await self.acked()
-        self._acking = asyncio.create_task(
-            self._ack(keep, sum(t.num_rows for t in outputs.values())))
+        self._acking = asyncio.create_task(self._ack(keep, sum(
+            t.num_rows for name, t in outputs.items() if name in self.spec.tables)))
 
     async def _ack(self, keep: list[Delivery], rows: int) -> None:
         # repeats and poison of this batch were settled before: the batch is done
@@ -335,19 +343,29 @@ class MicroBatches:
                     continue
                 if i:
                     _fault_point(self.config.home, "stream_between_sinks")
-                txn = self._open_txn or self._begin(sink_name)
+                try:
+                    txn = self._open_txn or self._begin(sink_name)
+                except SinkUnavailable as e:
+                    self.window.sink_failed(sink_name, str(e))
+                    raise
                 self._open_txn = None
+                rows = 0
                 try:
                     txn.add_message_ids(ids)  # first: a duplicate fails before the writes
                     for t in tables:
                         if t in outputs and outputs[t].num_rows:
                             txn.write(self.profile.table(t), outputs[t])
+                            rows += outputs[t].num_rows
                     txn.commit(LedgerEntry(tenant=self.tenant, key=key,
                                            source=f"stream:{self.spec.name}",
                                            ingestion_id=key, rows=len(ids)))
-                except BaseException:
+                except BaseException as e:
                     txn.rollback()
+                    if isinstance(e, SinkUnavailable):
+                        self.window.sink_failed(sink_name, str(e))
                     raise
+                self.window.sink_committed(sink_name, len(ids), rows,
+                                           completing=sinks is not None)
         except DuplicateMessages:
             raise  # rolled back cleanly: the held session stays usable
         except BaseException:

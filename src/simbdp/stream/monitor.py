@@ -111,12 +111,13 @@ class StreamMonitor:
             if r.get("tenant") not in self.platform.tenants:
                 continue
             start, secs = r.pop("broker_outage_start", None), r.pop("broker_outage_secs", None)
+            if not self.store.add_stream_report(r):
+                continue  # delivered again: counted once
             if secs is not None:
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))
                 self.store.add_decision(
                     r["tenant"], r["app"], "broker_reconnected",
                     f"instance {r['instance']}: broker away {secs:.1f} s from {when} UTC")
-            self.store.add_stream_report(r)
             self.store.add_messages(r["tenant"], today(r["window_end"]), r["messages"],
                                     r["bytes"])
             self._window.setdefault((r["tenant"], r["app"]), []).append(r)

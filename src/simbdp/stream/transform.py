@@ -1,6 +1,7 @@
 """From a micro-batch's decoded rows to the rows each table gets: the tenant's app (poison
-messages found by bisecting the batch when it fails), conform to the table's types, and the
-last row per primary key."""
+messages found by bisecting the batch when it fails), conform to the table's types, the rows
+that fail a check into the table's quarantine table (when it has one; else their messages are
+poison), and the last row per primary key."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from simbdp.apps import AppContext, AppRunner
 from simbdp.errors import AppFailed, SchemaError
 from simbdp.profiles.models import AppSpec, TenantProfile
 from simbdp.profiles.platform import PlatformConfig
-from simbdp.quality import QualityStats, conform, dedupe_last, pass_rate_breach
+from simbdp.profiles.tables import QUARANTINE_SUFFIX, TableSpec
+from simbdp.quality import QualityStats, conform, dedupe_last, pass_rate_breach, quarantine_rows
 from simbdp.stream.brokers import Delivery
 from simbdp.stream.decode import MSG_COLUMN
 
@@ -42,8 +44,9 @@ class Transform:
         self.config, self.profile, self.spec, self.runner = config, profile, spec, runner
         self._source = f"stream:{spec.name}"
 
-    def __call__(self, rows: pa.Table, good: list[Delivery]) -> Transformed:
-        """``rows`` carries ``_simbdp_msg``, the index of each row's message in ``good``."""
+    def __call__(self, rows: pa.Table, good: list[Delivery], ingestion: str = "") -> Transformed:
+        """``rows`` carries ``_simbdp_msg``, the index of each row's message in ``good``.
+        ``ingestion`` (the report window's id) is what quarantined rows name as theirs."""
         out = Transformed()
         if not good:
             return out
@@ -69,7 +72,11 @@ class Transform:
                 return Transformed(poison=[*out.poison, *((d, breach) for d in good
                                                           if d.id not in done)],
                                    quality=out.quality)
-            if c.rows_rejected and has_msg:
+            if c.rows_rejected and spec.quarantine:  # kept in the sink; their messages acked
+                out.rows_rejected += c.rows_rejected
+                out.outputs[spec.name + QUARANTINE_SUFFIX] = self._quarantine(
+                    c.rejected, spec, data, good, ingestion)
+            elif c.rows_rejected and has_msg:
                 msg_idx = pc.take(data.column(MSG_COLUMN), c.rejected.column("_row"))
                 for i, reason in zip(msg_idx.to_pylist(), c.rejected.column("_reason").to_pylist(),
                                      strict=True):
@@ -81,6 +88,18 @@ class Transform:
                 kept = dedupe_last(kept, spec.primary_key)
             out.outputs[table] = kept
         return out
+
+    def _quarantine(self, rejected: pa.Table, spec: TableSpec, data: pa.Table,
+                    good: list[Delivery], ingestion: str) -> pa.Table:
+        """The rejected rows for the quarantine table, each naming its message as its source
+        (the app, when the app's rows do not say which message they came from)."""
+        q = quarantine_rows(rejected, spec, self._source, ingestion)
+        if MSG_COLUMN not in data.column_names:
+            return q
+        ids = pa.array([d.id for d in good], pa.string())
+        source = pc.take(ids, pc.take(data.column(MSG_COLUMN), rejected.column("_row")))
+        return q.set_column(q.schema.get_field_index("quality_source"), "quality_source",
+                            source)
 
     def _call_app(self, rows: pa.Table, good: list[Delivery], poison: Poison
                   ) -> dict[str, pa.Table]:

@@ -18,6 +18,7 @@ from simbdp.batch import BatchIngestManager
 from simbdp.profiles import Platform
 from simbdp.state import StateStore
 from simbdp.state.keys import OPERATOR, create_key
+from simbdp.stream.window import SinkWindow
 from simbdp.testing import drop, make_platform, tenant_profile
 
 SIMBDP = Path(sys.executable).with_name("simbdp")
@@ -78,12 +79,21 @@ def test_records_show_and_report_print_the_quality(ingested):
         "window_end": time.time(), "messages": 50, "bytes": 5000, "rows_loaded": 48,
         "rows_rejected": 2, "backlog": 0,
         "quality": {"rows_checked": 50, "rows_passed": 48, "rows_failed_schema": 0,
-                    "failed": {"pos": 2}, "pass_rate": 0.96}})
+                    "failed": {"pos": 2}, "pass_rate": 0.96},
+        "sinks": {"default": sink_state(commits=1, messages=50, rows=50),
+                  "pg": sink_state(failures=3, waiting=True, last_error="pg is away")}})
     [report] = store.stream_reports("acme")
     out = simbdp("records", "show", report["id"], "--home", str(home))
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())
     assert "48 of 50 rows passed (96.0%); failed: pos 2" in text, out.stdout
+    assert "sink default │ committed; 1 commits, 50 messages, 50 rows" in text, out.stdout
+    assert "sink pg │ waiting: pg is away; 0 commits, 0 messages, 0 rows; 3 failed " \
+           "attempts, last: pg is away" in text, out.stdout
+    store.set_desired("acme", "ev", 1)
+    out = simbdp("stream", "status", "--home", str(home))
+    assert out.returncode == 0, out.stderr
+    assert "pg: waiting: pg is away" in " ".join(out.stdout.split()), out.stdout
 
     out = simbdp("report", "--home", str(home))
     assert out.returncode == 0, out.stderr
@@ -92,6 +102,10 @@ def test_records_show_and_report_print_the_quality(ingested):
     assert "│ acme │ batch │ 200 │ 195 │ 97.50% │ pos: 2, short: 1, uid: 1, " \
            "types/required: 1" in text, out.stdout
     assert "│ acme │ stream ev │ 50 │ 48 │ 96.00% │ pos: 2" in text, out.stdout
+
+
+def sink_state(**fields: Any) -> dict[str, Any]:
+    return SinkWindow(**fields).as_dict()
 
 
 def test_records_api_and_operator_report_carry_the_quality(ingested):
@@ -121,11 +135,13 @@ def test_tenant_reads_its_stream_reports_with_their_quality(ingested):
             "window_end": time.time(), "messages": 10, "bytes": 100, "rows_loaded": 9,
             "rows_rejected": 1, "backlog": 0,
             "quality": {"rows_checked": 10, "rows_passed": 9, "rows_failed_schema": 0,
-                        "failed": {"pos": 1}, "pass_rate": 0.9}})
+                        "failed": {"pos": 1}, "pass_rate": 0.9},
+            "sinks": {"default": sink_state(commits=1, messages=10, rows=9)}})
     client = TestClient(create_app(platform, store))
     acme = {"Authorization": f"Bearer {create_key(store, 'acme')}"}
     [report] = client.get("/v1/tenants/acme/stream-reports", headers=acme).json()
     assert report["tenant"] == "acme" and report["quality"]["failed"] == {"pos": 1}
+    assert report["sinks"]["default"]["state"] == "committed"
     assert client.get("/v1/tenants/acme/stream-reports?app=other", headers=acme).json() == []
     assert client.get("/v1/tenants/beta/stream-reports", headers=acme).status_code == 404
     beta = {"Authorization": f"Bearer {create_key(store, 'beta')}"}
