@@ -12,7 +12,9 @@ import numpy as np
 
 from simbdp.quality import QualityStats, quality_json
 
-__all__ = ["SinkWindow", "Window"]
+__all__ = ["MAX_ERROR_CHARS", "SinkWindow", "Window"]
+
+MAX_ERROR_CHARS = 300  # of a sink's last error in a report
 
 
 @dataclass
@@ -78,7 +80,10 @@ class Window:
     def sink_failed(self, name: str, reason: str) -> None:
         s = self.sink(name)
         s.failures += 1
-        s.last_error, s.waiting = reason, True
+        # reports are bounded: the log line of the attempt keeps the reason whole
+        s.last_error = reason if len(reason) <= MAX_ERROR_CHARS \
+            else reason[:MAX_ERROR_CHARS - 3] + "..."
+        s.waiting = True
 
     def figures(self) -> dict[str, Any]:
         """The window's part of an instance report (mean and p99 latency, None when nothing

@@ -174,3 +174,17 @@ def test_a_sink_that_is_away_shows_in_the_reports_and_each_sink_gets_each_messag
     StreamMonitor(env.platform, env.store).ingest_reports(reports)
     assert any(r["sinks"]["pg"]["failures"] for r in env.store.stream_reports("acme")
                if r["sinks"] and "pg" in r["sinks"])
+
+
+def test_quarantine_in_a_lake_table_with_the_buffered_micro_batches(make_stream_env, tmp_path):
+    """Delta: micro-batches buffered into one commit; the quarantine table is one more table
+    of that commit, so its rows are there once as well."""
+    env = make_stream_env([tenant(sinks=["lake"])],
+                          sinks={"lake": {"kind": "delta", "path": str(tmp_path / "lake")}})
+    data = rows(300, {5: {"note": "no"}, 150: {"note": "x"}, 299: {"n": "many"}})
+    env.publish("acme", data, id_field="id")
+    env.publish("acme", data[:100], id_field="id")  # a publisher's duplicates
+    env.drain()
+    assert env.count(sink="lake") == 297
+    assert [r["quality_source"] for r in quarantined(env, "lake")] == ["e150", "e299", "e5"]
+    assert env.dead_letters() == []
