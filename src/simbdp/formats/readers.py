@@ -33,6 +33,7 @@ from simbdp.errors import FormatError, Rejected
 from simbdp.formats.base import ENCRYPTED_SUFFIX, Compression, ReadOptions, ReadStats
 from simbdp.formats.locate import locate
 from simbdp.profiles.base import FileType
+from simbdp.scratch import scratch
 
 __all__ = ["detect_format", "read_batches"]
 
@@ -300,6 +301,9 @@ def _json_array(path: Path, options: ReadOptions, stats: ReadStats
     yield from _duckdb_json(path, options, stats, "array", None)
 
 
+_JSON_SAMPLE_ROWS = 2048  # rows whose fields come through when a table names the columns
+
+
 def _duckdb_json(path: Path, options: ReadOptions, stats: ReadStats, fmt: str,
                  text_columns: list[str] | None) -> Iterator[pa.RecordBatch]:
     """DuckDB's streaming JSON reader. It decompresses by itself, so for a compressed file
@@ -310,18 +314,21 @@ def _duckdb_json(path: Path, options: ReadOptions, stats: ReadStats, fmt: str,
     source = (f"read_json($p, format='{fmt}', records='true', compression=$c, "
               f"maximum_object_size={int(options.csv.max_field_bytes)}")
     params = {"p": str(path), "c": comp}
-    con = duckdb.connect()
-    # DuckDB's JSON buffers are twice the largest object, one per thread
-    mb = 256 + 4 * int(options.csv.max_field_bytes) // 1024**2
-    con.execute(f"SET memory_limit='{mb}MB'; SET threads=2")
+    # DuckDB's JSON buffers are twice the largest object, one per thread (of two)
+    con = scratch(memory_mb=256 + 4 * int(options.csv.max_field_bytes) // 1024**2)
     rows = max(1024, options.block_bytes // 256)
     try:
         cols = ""
         if text_columns is not None:
             # fields of the first rows that are not columns come through too (as text), so
             # conform names them as unexpected, as it does for CSV
-            seen = [r[0] for r in con.sql(f"DESCRIBE SELECT * FROM {source}, sample_size=2048)",
-                                          params=params).fetchall()]
+            # (the keys of those rows, not DESCRIBE: inferring 100 columns' types of 2,048
+            # rows costs ten times the read of a small file)
+            seen = [r[0] for r in con.sql(
+                "SELECT DISTINCT unnest(json_keys(json)) AS k FROM (SELECT json FROM "
+                f"read_json_objects($p, format='{fmt}', compression=$c, maximum_object_size="
+                f"{int(options.csv.max_field_bytes)}) LIMIT {_JSON_SAMPLE_ROWS}) ORDER BY k",
+                params=params).fetchall()]
             names = text_columns + [c for c in seen if c not in text_columns]
             struct = ", ".join("'" + c.replace("'", "''") + "': 'VARCHAR'" for c in names)
             cols = f", columns={{{struct}}}"

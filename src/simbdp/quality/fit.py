@@ -17,9 +17,10 @@ import pyarrow.csv as pacsv
 
 from simbdp.errors import SchemaError
 from simbdp.profiles.tables import TableSpec
-from simbdp.profiles.types import arrow_type, duckdb_type
+from simbdp.profiles.types import duckdb_type
 from simbdp.quality.rules import SeenValues, rule_fails
 from simbdp.quality.stats import QualityStats
+from simbdp.scratch import scratch
 
 __all__ = ["Conformed", "conform", "dedupe_last", "quarantine_rows", "write_rejected"]
 
@@ -59,9 +60,7 @@ def _try_cast(values: pa.ChunkedArray, type_name: str, target: pa.DataType) -> p
         expr = f"COALESCE({expr}, CAST(to_timestamp(TRY_CAST(v AS DOUBLE)) AS TIMESTAMP))"
         if pa.types.is_date(target):
             expr = f"CAST({expr} AS DATE)"
-    import duckdb  # here: only a column whose cast fails needs it
-
-    con = duckdb.connect()
+    con = scratch()
     try:
         src = pa.table({"v": values})  # noqa: F841  (read by DuckDB's replacement scan)
         col = con.sql(f"SELECT {expr} AS v FROM src").to_arrow_table().column("v")
@@ -107,12 +106,14 @@ def conform(batch: pa.RecordBatch | pa.Table, table: TableSpec, source: str, *,
     """
     data = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
     wanted = table.column_names
-    extra = [c for c in data.column_names if c not in wanted]
+    have = set(data.column_names)  # sets: a table may have hundreds of columns
+    known = set(wanted)
+    extra = [c for c in data.column_names if c not in known]
     if extra:
         raise SchemaError(f"{source}: unexpected columns {extra} for table {table.name!r} "
                           f"(its columns: {wanted})")
     keys = set(table.primary_key)
-    missing = [c.name for c in table.columns if c.name not in data.column_names
+    missing = [c.name for c in table.columns if c.name not in have
                and (not c.nullable or c.name in keys)]
     if missing:
         raise SchemaError(f"{source}: missing required column(s) {missing} of table "
@@ -122,9 +123,9 @@ def conform(batch: pa.RecordBatch | pa.Table, table: TableSpec, source: str, *,
     columns: list[pa.ChunkedArray] = []
     reasons: list[pa.ChunkedArray] = []
     failures: dict[str, int] = {}
-    for col in table.columns:
-        target = arrow_type(col.type)
-        if col.name not in data.column_names:
+    for col, fld in zip(table.columns, schema, strict=True):
+        target = fld.type
+        if col.name not in have:
             columns.append(pa.chunked_array([pa.nulls(n, target)]))
             continue
         src = data.column(col.name)
@@ -133,7 +134,7 @@ def conform(batch: pa.RecordBatch | pa.Table, table: TableSpec, source: str, *,
             text = pc.binary_join_element_wise(
                 f"column '{col.name}': value '", _as_text(src), f"' is not {col.type}", "")
             reasons.append(pc.if_else(failed, text, pa.scalar(None, pa.string())))
-        if not schema.field(col.name).nullable:
+        if not fld.nullable:
             nulls = pc.is_null(cast)
             if failed is not None:
                 nulls = pc.and_(nulls, pc.invert(failed))
@@ -219,8 +220,9 @@ def quarantine_rows(rejected: pa.Table, table: TableSpec, source: str, ingestion
     def text(col: str) -> pa.ChunkedArray:  # PostgreSQL text cannot hold a NUL byte
         return pc.replace_substring(rejected.column(col), "\x00", "\\0")
 
-    cols = {c.name: text(c.name) if c.name in rejected.column_names
-            else pa.nulls(n, pa.string()) for c in table.columns}
+    have = set(rejected.column_names)
+    cols = {c.name: text(c.name) if c.name in have else pa.nulls(n, pa.string())
+            for c in table.columns}
     cols["quality_reason"] = text("_reason")
     cols["quality_source"] = pa.nulls(n, pa.string()).fill_null(source)
     cols["quality_ingestion"] = pa.nulls(n, pa.string()).fill_null(ingestion)

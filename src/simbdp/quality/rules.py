@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from simbdp.profiles.tables import QualityRule
+from simbdp.scratch import scratch
 
 if TYPE_CHECKING:
     import duckdb
@@ -122,9 +123,7 @@ class SeenValues:
 
     def _hash(self, values: pa.Array) -> np.ndarray:
         if self._con is None:
-            import duckdb  # here: a process reading quality metadata only never loads it
-
-            self._con = duckdb.connect(config={"threads": 1})
+            self._con = scratch()
         src = pa.table({"v": values})  # noqa: F841  (read by DuckDB's replacement scan)
         hashes = self._con.sql("SELECT hash(v) AS h FROM src").fetchnumpy()["h"] \
             .astype(np.uint64, copy=False)
