@@ -6,14 +6,18 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
 from simbdp.profiles import Platform, load_platform
 
-__all__ = ["EVENTS_TABLE", "REDDIT_TABLE", "drop", "free_port", "make_platform", "missing",
-           "stream_tenant", "tenant_profile", "wait_port"]
+if TYPE_CHECKING:
+    from simbdp.state import StateStore
+    from simbdp.stream.manager import StreamManager
+
+__all__ = ["EVENTS_TABLE", "REDDIT_TABLE", "crash_at_fault", "drop", "free_port",
+           "make_platform", "missing", "stream_tenant", "tenant_profile", "wait_port"]
 
 REDDIT_TABLE: dict[str, Any] = {
     "name": "comments",
@@ -89,6 +93,42 @@ def stream_tenant(tenant: str = "acme", entrypoint: str | None = None, **app: An
         spec["entrypoint"] = entrypoint
     return {"tenant_id": tenant, "tables": [EVENTS_TABLE, OTHER_TABLE], "apps": [spec],
             "stream": {"max_message_bytes": "2KB"}}
+
+
+def crash_at_fault(platform: Platform, store: StateStore, fault: str, *,
+                   faults: Path | None = None, tenant: str = "acme", app: str = "ev",
+                   runs: str | None = None, secs: float = 60.0) -> tuple[StreamManager, Path]:
+    """Set the fault point ``fault`` (the file ``<faults>/<fault>``; ``faults`` is the home's
+    ``.faults`` unless given), start one stream instance of ``app`` and wait for it to die
+    there: exit 137, the SIGKILL it gives itself.
+
+    ``runs``: the app whose instances run ``app``, if another (a routed tenant's). Returns the
+    manager, for the caller to shut down, and the fault file: unlink it to let the next
+    instance through. Raises RuntimeError, the manager shut down, if the instance did not
+    exit with 137 within ``secs``.
+    """
+    from simbdp.stream.manager import StreamManager
+
+    folder = faults if faults is not None else platform.config.home / ".faults"
+    folder.mkdir(parents=True, exist_ok=True)
+    point = folder / fault
+    point.touch()
+    manager = StreamManager(platform, store, grace_secs=5)
+    try:
+        store.set_desired(tenant, app, 1)
+        manager.reconcile()
+        [inst] = manager.apps[(tenant, runs or app)].instances
+        deadline = time.monotonic() + secs
+        while inst.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if inst.proc.returncode != 137:
+            raise RuntimeError(f"tenant {tenant!r}: the instance of {runs or app!r} did not die "
+                               f"at fault point {fault!r} within {secs:g} s "
+                               f"(exit {inst.proc.returncode})")
+    except BaseException:
+        manager.shutdown()
+        raise
+    return manager, point
 
 
 def missing(what: str) -> NoReturn:

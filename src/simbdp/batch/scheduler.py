@@ -1,16 +1,19 @@
-"""A fair job queue (round robin across tenants, FIFO within a tenant) and which files may
-share a turn."""
+"""A fair job queue (round robin across tenants, FIFO within a tenant), how many jobs of a
+tenant may run at once, and which files may share a turn."""
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Generic, TypeVar
 
+from simbdp.batch.protocol import FileJob
+from simbdp.formats import detect_format
 from simbdp.profiles.models import TenantProfile
 from simbdp.profiles.platform import PlatformConfig
 
-__all__ = ["GROUP_SINK_KINDS", "FairQueue", "groupable"]
+__all__ = ["GROUP_SINK_KINDS", "FairQueue", "group_with", "groupable", "tenant_limit"]
 
 T = TypeVar("T")
 
@@ -74,3 +77,40 @@ def groupable(config: PlatformConfig, profile: TenantProfile) -> bool:
     that can commit several files at once."""
     sinks = {s for t in profile.tables for s in t.sinks}
     return len(sinks) == 1 and config.sinks[next(iter(sinks))].kind in GROUP_SINK_KINDS
+
+
+def tenant_limit(config: PlatformConfig, profile: TenantProfile | None) -> int:
+    """How many jobs of the tenant may run at once: one if it writes to DuckDB, which takes one
+    writer per database file (a second job would only wait for the first one's lock while
+    holding a worker), and one for a tenant removed meanwhile (``profile`` None: its files in
+    flight finish one at a time); else ``workers``."""
+    if profile is None:
+        return 1
+    kinds = {config.sinks[s].kind for t in profile.tables for s in t.sinks}
+    return 1 if "duckdb" in kinds else config.workers
+
+
+def group_with(queue: FairQueue[FileJob], config: PlatformConfig, job: FileJob,
+               profile: TenantProfile, accepted: Mapping[Path, TenantProfile]) -> list[FileJob]:
+    """Take the small files of the tenant queued behind ``job`` that share its transaction
+    (see :mod:`simbdp.batch.group`): first attempts of uncompressed files under
+    ``small_file_bytes``, accepted under the same profile (``accepted``: the profile each
+    queued file was accepted under), up to ``group_max_files`` and ``group_max_bytes`` in all."""
+    if not (_small(config, job) and groupable(config, profile)):
+        return []
+    budget = [config.group_max_bytes - job.nbytes]
+
+    def fits(other: FileJob) -> bool:
+        if (not _small(config, other) or other.nbytes > budget[0]
+                or accepted.get(other.path, profile) != profile):
+            return False
+        budget[0] -= other.nbytes
+        return True
+
+    return queue.take(job.tenant, fits, config.group_max_files - 1)
+
+
+def _small(config: PlatformConfig, job: FileJob) -> bool:
+    detected = detect_format(job.path.name)
+    return (job.attempt == 1 and not job.waits and job.nbytes <= config.small_file_bytes
+            and detected is not None and detected[1] == "none")

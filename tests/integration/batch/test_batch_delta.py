@@ -58,7 +58,7 @@ def test_crash_between_data_and_ledger_commits_then_retry_loads_once(make_env, c
     drop(env.staging("acme") / "c.csv", comments(1000))
     env.manager.submit("acme", [env.staging("acme") / "c.csv"])
     env.manager.pump()
-    [run] = env.manager._running.values()
+    [run] = env.manager.pool.running.values()
     run.process.join(60)
     assert run.process.exitcode == 137
     # the data commit is in the table's log, the ledger's is not: the file is not done
@@ -215,7 +215,7 @@ def test_two_workers_commit_into_one_keyed_delta_table_without_conflict(make_env
         drop(env.staging("acme") / names[-1], (header + rows).encode())
     env.manager.submit("acme", [env.staging("acme") / n for n in names])
     env.manager.pump()
-    assert len(env.manager._running) == 2  # two files at once, into one table
+    assert len(env.manager.pool.running) == 2  # two files at once, into one table
     env.manager.run_until_idle(timeout_secs=120)
     recs = [r for r in env.store.records("acme") if r["outcome"] != "interrupted"]
     assert [r["outcome"] for r in recs] == ["processed"] * 8, recs

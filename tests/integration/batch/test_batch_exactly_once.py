@@ -48,7 +48,7 @@ def test_sigkill_mid_large_file_then_restart_loads_exact_count(make_env):
     write_reddit_csv(env.staging("acme") / "big.csv", rows)
     env.manager.submit("acme", [env.staging("acme") / "big.csv"])
     env.manager.pump()
-    [run] = env.manager._running.values()
+    [run] = env.manager.pool.running.values()
     # wait until the worker is well into the file, then kill it without warning
     time.sleep(1.5)
     assert run.process.is_alive() and not run.conn.poll(), \
@@ -73,7 +73,7 @@ def test_crash_after_commit_before_move_is_finished_not_duplicated(make_env, com
     drop(env.staging("acme") / "c.csv", comments(1000))
     env.manager.submit("acme", [env.staging("acme") / "c.csv"])
     env.manager.pump()
-    [run] = env.manager._running.values()
+    [run] = env.manager.pool.running.values()
     run.process.join(30)
     assert run.process.exitcode == 137
     assert env.count("acme") == 1000  # committed, but the manager never heard
@@ -94,7 +94,7 @@ def test_worker_killed_is_retried_by_the_same_manager(make_env):
     write_reddit_csv(env.staging("acme") / "big.csv", 300_000)
     env.manager.submit("acme", [env.staging("acme") / "big.csv"])
     env.manager.pump()
-    [run] = env.manager._running.values()
+    [run] = env.manager.pool.running.values()
     time.sleep(1.0)
     # a warm worker outlives its file: still on it means no answer on its pipe yet
     assert run.process.is_alive() and not run.conn.poll(), "file done before the kill"

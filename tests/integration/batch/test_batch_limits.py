@@ -64,9 +64,9 @@ def test_stop_ends_within_the_grace_and_leaves_the_file_for_the_next_start(make_
     try:
         drop(env.staging("acme") / "comments.csv", comments(50))
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not env.manager._running:
+        while time.monotonic() < deadline and not env.manager.pool.running:
             time.sleep(0.1)
-        assert env.manager._running, "the file never started"
+        assert env.manager.pool.running, "the file never started"
     finally:
         t0 = time.monotonic()
         stop.set()

@@ -221,7 +221,7 @@ def test_small_files_in_one_transaction_keep_their_rules_rates_and_quarantine(ma
         drop(env.staging("acme") / n, file_of(10, bad))  # file 2: 50% pass, under 80%
     subs = env.manager.submit("acme", [env.staging("acme") / n for n in names])
     env.manager.pump()
-    [run] = env.manager._running.values()
+    [run] = env.manager.pool.running.values()
     assert sorted(j.path.name for j in run.jobs) == names  # one group, one transaction
     env.manager.run_until_idle(timeout_secs=120)
     rec = {s.path.name: env.store.record(s.record_id) for s in subs}

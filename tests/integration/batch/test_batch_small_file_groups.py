@@ -20,7 +20,7 @@ def _group(env, names):  # type: ignore[no-untyped-def]
     """Submit ``names`` together, start the first worker run: the files it took."""
     subs = env.manager.submit("acme", [env.staging("acme") / n for n in names])
     env.manager.pump()
-    [run] = env.manager._running.values()
+    [run] = env.manager.pool.running.values()
     return subs, [j.path.name for j in run.jobs]
 
 
@@ -87,7 +87,7 @@ def test_worker_killed_after_the_group_commit_finishes_each_file_once(make_env, 
     (faults / "batch_after_commit").touch()
     _, grouped = _group(env, names)
     assert len(grouped) == 10
-    [run] = env.manager._running.values()
+    [run] = env.manager.pool.running.values()
     run.process.join(60)
     assert run.process.exitcode == 137  # died after its commit, before answering
     (faults / "batch_after_commit").unlink()
@@ -105,7 +105,7 @@ def test_worker_killed_before_the_group_commit_loses_nothing(make_env, comments)
         drop(env.staging("acme") / n, comments(20, seed=i, start_id=i * 20))
     _, grouped = _group(env, names)
     assert len(grouped) == 10
-    [run] = env.manager._running.values()
+    [run] = env.manager.pool.running.values()
     os.kill(run.process.pid, signal.SIGKILL)  # a crash at any point before its answer
     run.process.join(30)
     env.manager.run_until_idle(timeout_secs=120)

@@ -47,7 +47,7 @@ def test_files_of_a_tenant_share_a_warm_worker_and_its_app(make_env, comments):
     env.manager.submit("acme", [env.staging("acme") / n for n in names])
     while env.manager.busy:
         env.manager.pump()
-        pids |= {r.process.pid for r in env.manager._running.values()}
+        pids |= {r.process.pid for r in env.manager.pool.running.values()}
         env.manager.wait(0.05)
     recs = env.store.records("acme")
     assert [r["outcome"] for r in recs] == ["processed"] * 4
@@ -67,7 +67,7 @@ def test_a_worker_dead_between_files_is_replaced(make_env, comments):
     drop(env.staging("acme") / "a.csv", comments(10))
     [rec] = env.ingest("acme", "a.csv")
     assert rec["outcome"] == "processed"
-    [idle] = env.manager._idle
+    [idle] = env.manager.pool.idle
     os.kill(idle.pid, signal.SIGKILL)
     idle.join(10)
     drop(env.staging("acme") / "b.csv", comments(10, seed=1, start_id=10))
@@ -75,7 +75,7 @@ def test_a_worker_dead_between_files_is_replaced(make_env, comments):
     assert rec["outcome"] == "processed" and rec["attempt"] == 1
     assert env.count("acme") == 20
     env.manager.close()
-    assert env.manager._idle == []
+    assert env.manager.pool.idle == []
 
 
 def test_files_are_taken_on_their_events_not_after_stable_secs(make_env, comments, tmp_path):

@@ -16,7 +16,7 @@ from simbdp.coredms.compaction import compact_lake
 from simbdp.coredms.delta import LEDGER_TABLE, stream_app_id
 from simbdp.stream.brokers import open_broker
 from simbdp.stream.manager import StreamManager
-from simbdp.testing import EVENTS_TABLE, OTHER_TABLE, stream_tenant
+from simbdp.testing import EVENTS_TABLE, OTHER_TABLE, crash_at_fault, stream_tenant
 
 
 def lake_tenant(lake: dict | None = None, tenant_id: str = "acme",  # type: ignore[no-untyped-def]
@@ -203,17 +203,11 @@ def test_sigkill_after_the_delta_commit_loses_and_duplicates_nothing(make_stream
     env = lake_env(make_stream_env, tmp_path, lake_tenant({"max_messages": 200}))
     faults = (env.config.home if fault == "stream_after_commit" else tmp_path / "lake") \
         / ".faults"
-    faults.mkdir(parents=True)
-    (faults / fault).touch()
     env.publish("acme", rows(500), id_field="id")
-    manager = StreamManager(env.platform, env.store, grace_secs=5)
-    env.store.set_desired("acme", "ev", 1)
-    manager.reconcile()
-    [inst] = manager.apps[("acme", "ev")].instances
-    assert _wait(lambda: inst.proc.poll() is not None)
-    assert inst.proc.returncode == 137  # right after its first table commit, before the ack
+    # dies right after its first table commit, before the ack
+    manager, point = crash_at_fault(env.platform, env.store, fault, faults=faults)
     assert env.count(sink="lake") == 200
-    (faults / fault).unlink()
+    point.unlink()
     try:
         assert _wait(lambda: (manager.reconcile(), env.count(sink="lake") >= 500)[1], secs=60)
         time.sleep(3)  # the redelivered 200 (lease 2 s) have been looked at
@@ -305,19 +299,12 @@ def test_lake_and_duckdb_each_get_each_message_once_through_a_kill_between_them(
     tenant = lake_tenant({"max_wait_secs": 1})
     tenant["tables"][0]["sinks"] = ["default", "lake"]
     env = lake_env(make_stream_env, tmp_path, tenant)
-    faults = env.config.home / ".faults"
-    faults.mkdir()
-    (faults / "stream_between_sinks").touch()
     env.publish("acme", rows(300), id_field="id")
-    manager = StreamManager(env.platform, env.store, grace_secs=5)
-    env.store.set_desired("acme", "ev", 1)
-    manager.reconcile()
-    [inst] = manager.apps[("acme", "ev")].instances
+    # DuckDB committed, the lake not
+    manager, fault = crash_at_fault(env.platform, env.store, "stream_between_sinks")
     try:
-        assert _wait(lambda: inst.proc.poll() is not None)
-        assert inst.proc.returncode == 137  # DuckDB committed, the lake not
         assert env.count() > 0 and env.count(sink="lake") == 0
-        (faults / "stream_between_sinks").unlink()
+        fault.unlink()
         assert _wait(lambda: (manager.reconcile(),
                               env.count() == env.count(sink="lake") == 300)[1], secs=60)
         env.publish("acme", rows(300), id_field="id")  # a publisher's duplicates: skipped

@@ -11,7 +11,7 @@ import pytest
 from simbdp.coredms.lock import FileLock
 from simbdp.stream.heartbeat import heartbeat_path
 from simbdp.stream.manager import StreamManager
-from simbdp.testing import stream_tenant
+from simbdp.testing import crash_at_fault, stream_tenant
 
 APP = '''
 import pyarrow.compute as pc
@@ -86,19 +86,12 @@ def _wait(cond, secs=30.0):  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_sigkill_between_commit_and_ack_redelivers_without_duplicates(make_stream_env):
     env = make_stream_env()
-    faults = env.config.home / ".faults"
-    faults.mkdir()
-    (faults / "stream_after_commit").touch()
     env.publish("acme", rows(500), id_field="id")
-    manager = StreamManager(env.platform, env.store, grace_secs=5)
-    env.store.set_desired("acme", "ev", 1)
-    manager.reconcile()
-    [inst] = manager.apps[("acme", "ev")].instances
-    assert _wait(lambda: inst.proc.poll() is not None)
-    assert inst.proc.returncode == 137  # died right after its first commit, before the ack
+    # dies right after its first commit, before the ack
+    manager, fault = crash_at_fault(env.platform, env.store, "stream_after_commit")
     committed = env.count()
     assert committed > 0
-    (faults / "stream_after_commit").unlink()
+    fault.unlink()
     try:
         assert _wait(lambda: (manager.reconcile(), env.count() == 500)[1], secs=60)
     finally:
@@ -134,18 +127,10 @@ def test_rabbitmq_and_postgres_exactly_once_after_sigkill(make_stream_env, rabbi
     tenant["tables"] = [{**t, "sinks": ["pg"]} for t in tenant["tables"]]
     env = make_stream_env([tenant], broker={"kind": "rabbitmq", "url": rabbitmq_url},
                           sinks={"pg": {"kind": "postgres", "dsn": pg_dsn}})
-    faults = env.config.home / ".faults"
-    faults.mkdir()
-    (faults / "stream_after_commit").touch()
     env.publish("acme", rows(400), id_field="id")
     env.publish("acme", [b"{oops"], id_prefix="bad")
-    manager = StreamManager(env.platform, env.store, grace_secs=5)
-    env.store.set_desired("acme", "ev", 1)
-    manager.reconcile()
-    [inst] = manager.apps[("acme", "ev")].instances
-    assert _wait(lambda: inst.proc.poll() is not None)
-    assert inst.proc.returncode == 137
-    (faults / "stream_after_commit").unlink()
+    manager, fault = crash_at_fault(env.platform, env.store, "stream_after_commit")
+    fault.unlink()
     count = lambda: env.count(sink="pg")  # noqa: E731
     try:
         assert _wait(lambda: (manager.reconcile(), count() == 400)[1], secs=60)
@@ -164,18 +149,11 @@ def test_sigkill_between_two_sinks_commits_then_each_sink_gets_each_message_once
     tenant = stream_tenant()
     tenant["tables"] = [{**t, "sinks": ["default", "pg"]} for t in tenant["tables"]]
     env = make_stream_env([tenant], sinks={"pg": {"kind": "postgres", "dsn": pg_dsn}})
-    faults = env.config.home / ".faults"
-    faults.mkdir()
-    (faults / "stream_between_sinks").touch()
     env.publish("acme", rows(500), id_field="id")
-    manager = StreamManager(env.platform, env.store, grace_secs=5)
-    env.store.set_desired("acme", "ev", 1)
-    manager.reconcile()
-    [inst] = manager.apps[("acme", "ev")].instances
-    assert _wait(lambda: inst.proc.poll() is not None)
-    assert inst.proc.returncode == 137  # DuckDB committed, PostgreSQL not
+    # DuckDB committed, PostgreSQL not
+    manager, fault = crash_at_fault(env.platform, env.store, "stream_between_sinks")
     assert env.count() > 0 and env.count(sink="pg") == 0
-    (faults / "stream_between_sinks").unlink()
+    fault.unlink()
     try:
         assert _wait(lambda: (manager.reconcile(),
                               env.count() == env.count(sink="pg") == 500)[1], secs=60)

@@ -22,7 +22,7 @@ from simbdp.stream.brokers import OutMessage, open_broker
 from simbdp.stream.heartbeat import heartbeat_path
 from simbdp.stream.manager import StreamManager
 from simbdp.stream.route import ROUTED
-from simbdp.testing import drop
+from simbdp.testing import crash_at_fault, drop
 
 APP = '''
 import pyarrow.compute as pc
@@ -247,22 +247,16 @@ def test_sigkill_between_a_part_commit_and_its_ack_loads_each_message_once(make_
     found committed and skipped, and the parts not written yet load once."""
     env = make_stream_env([routed_tenant("acme")], apps={"acme": {"feed.py": APP}})
     _unconfined_without_bwrap(env)
-    faults = env.config.home / ".faults"
-    faults.mkdir()
-    (faults / "stream_after_commit").touch()
     msgs, clicks, orders = messages()
     _broker_call(env, lambda b: b.ensure_tenant("acme"))
     _broker_call(env, lambda b: b.publish("acme", msgs))
-    manager = StreamManager(env.platform, env.store, grace_secs=5)
-    env.store.set_desired("acme", "order", 1)
+    # dies right after its first commit, before the ack
+    manager, fault = crash_at_fault(env.platform, env.store, "stream_after_commit",
+                                    app="order", runs=ROUTED)
     try:
-        manager.reconcile()
-        [inst] = manager.apps[("acme", ROUTED)].instances
-        assert _wait(lambda: inst.proc.poll() is not None)
-        assert inst.proc.returncode == 137  # right after its first commit, before the ack
         first = len(_rows(env, "acme", "clicks")), len(_rows(env, "acme", "orders"))
         assert sum(first) > 0 and first != (len(clicks), len(orders))
-        (faults / "stream_after_commit").unlink()
+        fault.unlink()
         done = lambda: (manager.reconcile(),  # noqa: E731
                         len(_rows(env, "acme", "orders")) == len(orders)
                         and len(_rows(env, "acme", "clicks")) == len(clicks))[1]
