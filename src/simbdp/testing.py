@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
     from simbdp.stream.manager import StreamManager
 
 __all__ = ["EVENTS_TABLE", "REDDIT_TABLE", "crash_at_fault", "drop", "free_port",
-           "make_platform", "missing", "stream_tenant", "tenant_profile", "wait_port"]
+           "make_platform", "missing", "stream_tenant", "tenant_profile", "wait_for",
+           "wait_port"]
 
 REDDIT_TABLE: dict[str, Any] = {
     "name": "comments",
@@ -158,3 +160,13 @@ def wait_port(port: int, secs: float = 30) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {secs} s")
+
+
+def wait_for(cond: Callable[[], object], secs: float = 30.0, every: float = 0.1) -> bool:
+    """Poll ``cond`` until it is true (True) or ``secs`` have passed (False)."""
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(every)
+    return False

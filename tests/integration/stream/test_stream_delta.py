@@ -16,7 +16,7 @@ from simbdp.coredms.compaction import compact_lake
 from simbdp.coredms.delta import LEDGER_TABLE, stream_app_id
 from simbdp.stream.brokers import open_broker
 from simbdp.stream.manager import StreamManager
-from simbdp.testing import EVENTS_TABLE, OTHER_TABLE, crash_at_fault, stream_tenant
+from simbdp.testing import EVENTS_TABLE, OTHER_TABLE, crash_at_fault, stream_tenant, wait_for
 
 
 def lake_tenant(lake: dict | None = None, tenant_id: str = "acme",  # type: ignore[no-untyped-def]
@@ -71,15 +71,6 @@ def reports(env) -> list[dict]:  # type: ignore[no-untyped-def]
     return asyncio.run(go())
 
 
-def _wait(cond, secs=30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_stream_into_delta_loads_each_message_once(make_stream_env, tmp_path):
     env = lake_env(make_stream_env, tmp_path)
     env.publish("acme", rows(1000), id_field="id")
@@ -123,10 +114,10 @@ def test_the_age_bound_commits_a_quiet_buffer(make_stream_env, tmp_path):
     env.store.set_desired("acme", "ev", 1)
     try:
         manager.reconcile()
-        assert _wait(lambda: backlog(env) == 0)  # fetched: buffered, not committed yet
+        assert wait_for(lambda: backlog(env) == 0)  # fetched: buffered, not committed yet
         assert env.count(sink="lake") == 0
         # no stop, no size bound: the age bound alone commits the 30 messages
-        assert _wait(lambda: env.count(sink="lake") == 30, secs=30)
+        assert wait_for(lambda: env.count(sink="lake") == 30, secs=30)
     finally:
         manager.shutdown()
     assert env.count(sink="lake") == 30
@@ -140,13 +131,13 @@ def test_a_stop_commits_the_buffer(make_stream_env, tmp_path):
     env.store.set_desired("acme", "ev", 1)
     try:
         manager.reconcile()
-        assert _wait(lambda: backlog(env) == 0)  # fetched and buffered for up to 300 s
+        assert wait_for(lambda: backlog(env) == 0)  # fetched and buffered for up to 300 s
         time.sleep(0.5)
         assert env.count(sink="lake") == 0
         [inst] = manager.apps[("acme", "ev")].instances
         env.store.set_desired("acme", "ev", 0)
         manager.reconcile()  # SIGTERM
-        assert _wait(lambda: inst.proc.poll() is not None)
+        assert wait_for(lambda: inst.proc.poll() is not None)
         assert inst.proc.returncode == 0
     finally:
         manager.shutdown()
@@ -209,7 +200,7 @@ def test_sigkill_after_the_delta_commit_loses_and_duplicates_nothing(make_stream
     assert env.count(sink="lake") == 200
     point.unlink()
     try:
-        assert _wait(lambda: (manager.reconcile(), env.count(sink="lake") >= 500)[1], secs=60)
+        assert wait_for(lambda: (manager.reconcile(), env.count(sink="lake") >= 500)[1], secs=60)
         time.sleep(3)  # the redelivered 200 (lease 2 s) have been looked at
     finally:
         manager.shutdown()
@@ -236,12 +227,12 @@ def test_compaction_while_a_stream_writes_keeps_every_row_once(make_stream_env, 
     compactor = threading.Thread(target=compact)
     try:
         manager.reconcile()
-        assert _wait(lambda: env.count(sink="lake") == 200)
+        assert wait_for(lambda: env.count(sink="lake") == 200)
         compactor.start()
         for start in range(200, 3000, 200):  # the stream keeps writing during compactions
             env.publish("acme", rows(200, start=start), id_field="id")
             time.sleep(0.1)
-        assert _wait(lambda: env.count(sink="lake") >= 3000, secs=90)
+        assert wait_for(lambda: env.count(sink="lake") >= 3000, secs=90)
         stop.set()
         compactor.join()
         assert len(compactions) > 3 and max(compactions) > 1
@@ -251,7 +242,7 @@ def test_compaction_while_a_stream_writes_keeps_every_row_once(make_stream_env, 
         # committed before the last compaction: still duplicates after it
         env.publish("acme", rows(500), id_field="id")
         env.publish("acme", rows(10, start=3000), id_field="id")
-        assert _wait(lambda: env.count(sink="lake") >= 3010, secs=30)
+        assert wait_for(lambda: env.count(sink="lake") >= 3010, secs=30)
         time.sleep(3)
     finally:
         stop.set()
@@ -274,11 +265,11 @@ def test_two_instances_writing_one_table_lose_no_commit(make_stream_env, tmp_pat
     try:
         manager.reconcile()
         assert manager.status()[("acme", "ev")] == 2
-        assert _wait(lambda: env.count(sink="lake") >= 4000, secs=120)
+        assert wait_for(lambda: env.count(sink="lake") >= 4000, secs=120)
         procs = [i.proc for i in manager.apps[("acme", "ev")].instances]
         env.store.set_desired("acme", "ev", 0)
         manager.reconcile()
-        assert _wait(lambda: all(p.poll() is not None for p in procs))
+        assert wait_for(lambda: all(p.poll() is not None for p in procs))
         assert all(p.returncode == 0 for p in procs)
     finally:
         manager.shutdown()
@@ -305,11 +296,11 @@ def test_lake_and_duckdb_each_get_each_message_once_through_a_kill_between_them(
     try:
         assert env.count() > 0 and env.count(sink="lake") == 0
         fault.unlink()
-        assert _wait(lambda: (manager.reconcile(),
-                              env.count() == env.count(sink="lake") == 300)[1], secs=60)
+        assert wait_for(lambda: (manager.reconcile(),
+                                 env.count() == env.count(sink="lake") == 300)[1], secs=60)
         env.publish("acme", rows(300), id_field="id")  # a publisher's duplicates: skipped
         env.publish("acme", rows(20, start=300), id_field="id")
-        assert _wait(lambda: env.count(sink="lake") == 320, secs=60)
+        assert wait_for(lambda: env.count(sink="lake") == 320, secs=60)
         time.sleep(2)
     finally:
         manager.shutdown()

@@ -11,7 +11,7 @@ import pytest
 from simbdp.coredms.lock import FileLock
 from simbdp.stream.heartbeat import heartbeat_path
 from simbdp.stream.manager import StreamManager
-from simbdp.testing import crash_at_fault, stream_tenant
+from simbdp.testing import crash_at_fault, stream_tenant, wait_for
 
 APP = '''
 import pyarrow.compute as pc
@@ -74,15 +74,6 @@ def test_sink_down_for_a_while_loses_nothing(make_stream_env):
     assert env.count() == 100
 
 
-def _wait(cond, secs=30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.slow
 def test_sigkill_between_commit_and_ack_redelivers_without_duplicates(make_stream_env):
     env = make_stream_env()
@@ -93,7 +84,7 @@ def test_sigkill_between_commit_and_ack_redelivers_without_duplicates(make_strea
     assert committed > 0
     fault.unlink()
     try:
-        assert _wait(lambda: (manager.reconcile(), env.count() == 500)[1], secs=60)
+        assert wait_for(lambda: (manager.reconcile(), env.count() == 500)[1], secs=60)
     finally:
         manager.shutdown()
     assert env.count() == 500
@@ -108,14 +99,14 @@ def test_manager_starts_scales_and_stops_instances(make_stream_env):
     manager.reconcile()
     assert manager.status()[("acme", "ev")] == 2
     env.publish("acme", rows(200), id_field="id")
-    assert _wait(lambda: env.count() == 200)
+    assert wait_for(lambda: env.count() == 200)
     instances = manager.apps[("acme", "ev")].instances
     # both run their loop (a SIGTERM while an instance still imports ends it by the signal)
-    assert _wait(lambda: all(heartbeat_path(env.config.home, i.id).exists() for i in instances))
+    assert wait_for(lambda: all(heartbeat_path(env.config.home, i.id).exists() for i in instances))
     procs = [i.proc for i in instances]
     env.store.set_desired("acme", "ev", 0)
     manager.reconcile()
-    assert _wait(lambda: all(p.poll() is not None for p in procs))
+    assert wait_for(lambda: all(p.poll() is not None for p in procs))
     assert all(p.returncode == 0 for p in procs)  # drained and exited cleanly on SIGTERM
     manager.shutdown()
 
@@ -133,8 +124,8 @@ def test_rabbitmq_and_postgres_exactly_once_after_sigkill(make_stream_env, rabbi
     fault.unlink()
     count = lambda: env.count(sink="pg")  # noqa: E731
     try:
-        assert _wait(lambda: (manager.reconcile(), count() == 400)[1], secs=60)
-        assert _wait(lambda: bool(env.dead_letters()), secs=30)
+        assert wait_for(lambda: (manager.reconcile(), count() == 400)[1], secs=60)
+        assert wait_for(lambda: bool(env.dead_letters()), secs=30)
     finally:
         manager.shutdown()
     assert count() == 400
@@ -155,8 +146,8 @@ def test_sigkill_between_two_sinks_commits_then_each_sink_gets_each_message_once
     assert env.count() > 0 and env.count(sink="pg") == 0
     fault.unlink()
     try:
-        assert _wait(lambda: (manager.reconcile(),
-                              env.count() == env.count(sink="pg") == 500)[1], secs=60)
+        assert wait_for(lambda: (manager.reconcile(),
+                                 env.count() == env.count(sink="pg") == 500)[1], secs=60)
         time.sleep(1)  # nothing more arrives
     finally:
         manager.shutdown()
@@ -208,14 +199,14 @@ def test_rabbitmq_restart_mid_consumption_loses_and_duplicates_nothing(make_stre
     env.store.set_desired("acme", "ev", 1)
     try:
         manager.reconcile()
-        assert _wait(lambda: env.count() > 0)
+        assert wait_for(lambda: env.count() > 0)
         try:
             subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True)
             time.sleep(1)
             assert env.count() < 3000, "consumed before the restart: make it slower"
         finally:
             subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True)
-        assert _wait(lambda: (manager.reconcile(), env.count() >= 3000)[1], secs=120)
+        assert wait_for(lambda: (manager.reconcile(), env.count() >= 3000)[1], secs=120)
         time.sleep(1)  # anything redelivered after the restart has been looked at
     finally:
         manager.shutdown()

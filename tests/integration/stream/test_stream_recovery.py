@@ -22,22 +22,13 @@ from simbdp.stream.client import make_messages, publish
 from simbdp.stream.heartbeat import heartbeat_path
 from simbdp.stream.manager import StreamManager
 from simbdp.stream.monitor import StreamMonitor
-from simbdp.testing import stream_tenant
+from simbdp.testing import stream_tenant, wait_for
 
 TENANTS = ("acme", "beta")
 
 
 def rows(n: int, tag: str) -> list[dict]:
     return [{"id": f"{tag}{i}", "n": i, "note": "after"} for i in range(n)]
-
-
-def _wait(cond, secs: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @contextmanager
@@ -89,9 +80,9 @@ def _outage_then_publish(env, manager, outage, down_secs: float) -> None:  # typ
     for t in TENANTS:
         env.store.set_desired(t, "ev", 1)
     home = env.config.home
-    assert _wait(lambda: len(_instances(manager)) == 2 and all(
+    assert wait_for(lambda: len(_instances(manager)) == 2 and all(
         heartbeat_path(home, i.id).exists() for i in _instances(manager)))
-    assert _wait(lambda: all(env.store.stream_reports(t, "ev", limit=1) for t in TENANTS))
+    assert wait_for(lambda: all(env.store.stream_reports(t, "ev", limit=1) for t in TENANTS))
     victim = _instances(manager)[0]
     with outage():
         time.sleep(1)
@@ -104,15 +95,15 @@ def _outage_then_publish(env, manager, outage, down_secs: float) -> None:  # typ
     back = time.monotonic()
     for t in TENANTS:
         _publish_retrying(env, t, make_messages(rows(100, t), id_field="id"))
-    assert _wait(lambda: all(env.count(t) == 100 for t in TENANTS), secs=30), \
+    assert wait_for(lambda: all(env.count(t) == 100 for t in TENANTS), secs=30), \
         {t: env.count(t) for t in TENANTS}
     assert time.monotonic() - back < 30
     # the monitor consumes reports again: today's messages and a backlog of 0
-    assert _wait(lambda: all(env.store.usage(t, today())["messages"] == 100
-                             for t in TENANTS), secs=20), \
+    assert wait_for(lambda: all(env.store.usage(t, today())["messages"] == 100
+                                for t in TENANTS), secs=20), \
         {t: env.store.usage(t, today()) for t in TENANTS}
-    assert _wait(lambda: all(env.store.stream_reports(t, "ev", limit=1)[0]["backlog"] == 0
-                             for t in TENANTS), secs=20)
+    assert wait_for(lambda: all(env.store.stream_reports(t, "ev", limit=1)[0]["backlog"] == 0
+                                for t in TENANTS), secs=20)
     survivor_tenant = next(t for t in TENANTS if not victim.id.startswith(t))
     outages = [d for d in env.store.decisions(survivor_tenant)
                if d["action"] == "broker_reconnected"]
@@ -174,13 +165,13 @@ def test_a_stuck_instance_is_killed_and_restarted(make_stream_env):
     try:
         manager.reconcile()
         [inst] = manager.apps[("acme", "ev")].instances
-        assert _wait(lambda: heartbeat_path(env.config.home, inst.id).exists())
+        assert wait_for(lambda: heartbeat_path(env.config.home, inst.id).exists())
         os.kill(inst.proc.pid, signal.SIGSTOP)  # alive, but its loop no longer turns
-        assert _wait(lambda: (manager.reconcile(), inst.proc.poll() is not None)[1], secs=15)
-        assert _wait(lambda: (manager.reconcile(),
-                              len(manager.apps[("acme", "ev")].instances) == 1)[1])
+        assert wait_for(lambda: (manager.reconcile(), inst.proc.poll() is not None)[1], secs=15)
+        assert wait_for(lambda: (manager.reconcile(),
+                                 len(manager.apps[("acme", "ev")].instances) == 1)[1])
         env.publish("acme", rows(50, "s"), id_field="id")
-        assert _wait(lambda: (manager.reconcile(), env.count() == 50)[1])
+        assert wait_for(lambda: (manager.reconcile(), env.count() == 50)[1])
     finally:
         manager.shutdown()
     [restart] = [d for d in env.store.decisions("acme") if d["action"] == "restart"]
@@ -204,7 +195,7 @@ def test_crash_back_off_resets_after_a_healthy_run(make_stream_env):
         [restart] = [d for d in env.store.decisions("acme") if d["action"] == "restart"]
         assert "restarting in 1.0 s" in restart["reason"]
         # a crash right after a start still backs off further
-        assert _wait(lambda: (manager.reconcile(), len(manager.apps[key].instances) == 1)[1])
+        assert wait_for(lambda: (manager.reconcile(), len(manager.apps[key].instances) == 1)[1])
         [inst] = manager.apps[key].instances
         inst.proc.kill()
         inst.proc.wait()
@@ -242,7 +233,7 @@ def test_instances_die_with_their_manager(make_stream_env):
         while not line.startswith("PID "):  # after the manager's log lines
             line = mgr.stdout.readline()
         pid = int(line.split()[1])
-        assert _wait(lambda: any(heartbeat_path(env.config.home, "").parent.glob("*.alive")))
+        assert wait_for(lambda: any(heartbeat_path(env.config.home, "").parent.glob("*.alive")))
         mgr.kill()  # serve dies alone, without stopping its instances
         mgr.wait()
 
@@ -254,7 +245,7 @@ def test_instances_die_with_their_manager(make_stream_env):
             # a zombie (reaped by init shortly) is gone too
             with open(f"/proc/{pid}/stat") as f:
                 return f.read().split(") ")[1].startswith("Z")
-        assert _wait(gone, secs=15), "the instance outlived its manager"
+        assert wait_for(gone, secs=15), "the instance outlived its manager"
         assert not any(heartbeat_path(env.config.home, "").parent.glob("*.alive"))
     finally:
         mgr.kill()

@@ -3,27 +3,16 @@ again with the new spec; a removed tenant's instances stop; other apps are left 
 
 from __future__ import annotations
 
-import time
-
 import yaml
 
 from simbdp.reload import Reloader
 from simbdp.stream.heartbeat import heartbeat_path
 from simbdp.stream.manager import StreamManager
-from simbdp.testing import stream_tenant
+from simbdp.testing import stream_tenant, wait_for
 
 
 def rows(n: int, tag: str) -> list[dict]:
     return [{"id": f"{tag}{i}", "n": i, "note": "x"} for i in range(n)]
-
-
-def _wait(cond, secs: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _write(env, profile: dict) -> None:  # type: ignore[no-untyped-def]
@@ -44,15 +33,15 @@ def test_changed_spec_restarts_instances_and_removed_tenant_stops(make_stream_en
         manager.reconcile()
         [old] = manager.apps[("acme", "ev")].instances
         [beta] = manager.apps[("beta", "ev")].instances
-        assert _wait(lambda: heartbeat_path(env.config.home, old.id).exists())
+        assert wait_for(lambda: heartbeat_path(env.config.home, old.id).exists())
 
         _write(env, stream_tenant("acme", batch_max_rows=50))
         changes = reloader.check(env.store)
         assert changes is not None and changes.changed == ["acme"]
         manager.reconcile()
         assert old.proc.poll() is not None or old in manager.apps[("acme", "ev")].stopping
-        assert _wait(lambda: (manager.reconcile(), old.proc.poll() is not None
-                              and len(manager.apps[("acme", "ev")].instances) == 1)[1])
+        assert wait_for(lambda: (manager.reconcile(), old.proc.poll() is not None
+                                 and len(manager.apps[("acme", "ev")].instances) == 1)[1])
         assert old.proc.returncode == 0  # drained on SIGTERM, not killed
         [new] = manager.apps[("acme", "ev")].instances
         assert new.id != old.id
@@ -61,11 +50,11 @@ def test_changed_spec_restarts_instances_and_removed_tenant_stops(make_stream_en
         [restart] = [d for d in env.store.decisions("acme") if d["action"] == "restart"]
         assert "profile of tenant 'acme' changed" in restart["reason"]
         env.publish("acme", rows(120, "a"), id_field="id")
-        assert _wait(lambda: (manager.reconcile(), env.count("acme") == 120)[1])
+        assert wait_for(lambda: (manager.reconcile(), env.count("acme") == 120)[1])
 
         (env.config.tenants_dir / "beta.yaml").unlink()
         assert reloader.check(env.store).removed == ["beta"]  # type: ignore[union-attr]
-        assert _wait(lambda: (manager.reconcile(), beta.proc.poll() is not None)[1])
+        assert wait_for(lambda: (manager.reconcile(), beta.proc.poll() is not None)[1])
         assert beta.proc.returncode == 0
         assert manager.apps[("beta", "ev")].instances == []
     finally:

@@ -22,7 +22,7 @@ from simbdp.stream.brokers import OutMessage, open_broker
 from simbdp.stream.heartbeat import heartbeat_path
 from simbdp.stream.manager import StreamManager
 from simbdp.stream.route import ROUTED
-from simbdp.testing import crash_at_fault, drop
+from simbdp.testing import crash_at_fault, drop, wait_for
 
 APP = '''
 import pyarrow.compute as pc
@@ -38,6 +38,10 @@ def tenfold(data, ctx):
 def as_is(data, ctx):
     return data
 '''
+
+
+def _wait(cond, secs: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
+    return wait_for(cond, secs, every=0.2)
 
 
 def table(name: str, *cols: tuple[str, str], sinks: tuple[str, ...] = ("default",)
@@ -116,13 +120,6 @@ def _unconfined_without_bwrap(env) -> None:  # type: ignore[no-untyped-def]
     env.config = env.platform.config
 
 
-def _wait(cond, secs: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _rows(env, tenant: str, name: str, sink_name: str = "default"  # type: ignore[no-untyped-def]
