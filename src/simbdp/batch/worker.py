@@ -153,6 +153,12 @@ def main() -> None:
     jobs = Connection(int(sys.argv[1]), writable=False)
     results = Connection(int(sys.argv[2]), readable=False)
     serve_jobs(jobs, results)
+    # its sinks, app runners and threads are closed and every answer sent: exit without the
+    # interpreter's teardown (freeing pyarrow's and DuckDB's modules), which the manager
+    # would wait for
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
