@@ -8,13 +8,14 @@ lives in the sink itself, so each sink of a multi-sink table is idempotent on it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from simbdp.profiles.models import TenantProfile
 from simbdp.profiles.platform import SinkSettings
 from simbdp.profiles.tables import TableSpec
+
+if TYPE_CHECKING:  # the manager opens sinks to ensure tables; only workers write batches
+    import pyarrow as pa
 
 __all__ = ["SINKS", "LedgerEntry", "Sink", "SinkTransaction", "open_sink", "register_sink"]
 
