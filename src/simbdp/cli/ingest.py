@@ -32,6 +32,9 @@ def ingest(
     platform = load(home, runs_apps=True)
     start_home(platform.config)
     profile = platform.tenant(tenant)  # unknown: a ConfigError, exit 2
+    from simbdp.batch.worker import prepare_prestarted
+
+    prepare_prestarted(platform.config, profile)  # its sinks' modules load while files copy
     staging = prepare_tenant_dirs(platform.config, profile.tenant_id)
     staged = []
     for f in files:

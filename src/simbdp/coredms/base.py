@@ -17,7 +17,8 @@ from simbdp.profiles.tables import TableSpec
 if TYPE_CHECKING:  # the manager opens sinks to ensure tables; only workers write batches
     import pyarrow as pa
 
-__all__ = ["SINKS", "LedgerEntry", "Sink", "SinkTransaction", "open_sink", "register_sink"]
+__all__ = ["SINKS", "LedgerEntry", "Sink", "SinkTransaction", "load_sink", "open_sink",
+           "register_sink"]
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,15 @@ def register_sink(cls: type) -> type:
     return cls
 
 
-def open_sink(settings: SinkSettings) -> Sink:
-    """Instantiate the sink registered for ``settings.kind``."""
+def load_sink(kind: str) -> type:
+    """The sink class registered for ``kind``, its module (and driver) imported."""
     import importlib
 
-    module = {"duckdb": "duckdb_sink", "postgres": "postgres", "delta": "delta"}[settings.kind]
+    module = {"duckdb": "duckdb_sink", "postgres": "postgres", "delta": "delta"}[kind]
     importlib.import_module(f"simbdp.coredms.{module}")  # registers the sink
-    return SINKS[settings.kind](settings)
+    return SINKS[kind]
+
+
+def open_sink(settings: SinkSettings) -> Sink:
+    """Instantiate the sink registered for ``settings.kind``."""
+    return load_sink(settings.kind)(settings)

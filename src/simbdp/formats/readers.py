@@ -27,7 +27,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
-import pyarrow.parquet as pq
 
 from simbdp.errors import FormatError, Rejected
 from simbdp.formats.base import ReadOptions, ReadStats, detect_format
@@ -328,6 +327,8 @@ def _duckdb_json(path: Path, options: ReadOptions, stats: ReadStats, fmt: str,
 
 
 def _parquet(path: Path, options: ReadOptions, stats: ReadStats) -> Iterator[pa.RecordBatch]:
+    import pyarrow.parquet as pq  # here: a worker reading CSV never needs it
+
     try:
         f = pq.ParquetFile(str(path))
     except (pa.ArrowInvalid, OSError) as e:
