@@ -10,6 +10,7 @@ parse of each module's source instead of one source lookup per class.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import sys
 from functools import cache
@@ -28,6 +29,19 @@ FileType = Literal["csv", "json", "jsonl", "parquet"]
 class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
+    def __init__(self, /, **data: Any) -> None:
+        cls = type(self)
+        if data or cls.__pydantic_complete__ or not _plain(cls):
+            super().__init__(**data)
+            return
+        # a default value made at class definition (``batch: BatchLimits = BatchLimits()``):
+        # its defaults as they are, as validating nothing gives them (pydantic does not
+        # validate defaults), without building the validator in every importing process
+        made = cls.model_construct()
+        for attr in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__",
+                     "__pydantic_private__"):
+            object.__setattr__(self, attr, getattr(made, attr))
+
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         # before any validator or JSON schema is built (defer_build): both see them
@@ -36,6 +50,15 @@ class Model(BaseModel):
         for name, info in cls.__pydantic_fields__.items():
             if info.description is None and name in docs:
                 info.description = docs[name]
+
+
+@cache
+def _plain(cls: type[Model]) -> bool:
+    """Every field has a default, and no validator, serializer or computed field could make
+    an instance without input differ from its defaults."""
+    decorators = cls.__pydantic_decorators__
+    return not any(getattr(decorators, f.name) for f in dataclasses.fields(decorators)) and all(
+        not info.is_required() for info in cls.__pydantic_fields__.values())
 
 
 @cache
