@@ -22,7 +22,8 @@ from typing import Any
 
 from simbdp.batch.protocol import JobResult
 
-__all__ = ["MAX_MESSAGE_BYTES", "WorkerProcess", "encode_results", "prestart", "take_prestarted"]
+__all__ = ["MAX_MESSAGE_BYTES", "WorkerProcess", "encode_results", "prepare_prestarted", "prestart",
+           "take_prestarted"]
 
 #: the most a worker may send back; a longer reason is cut to fit, in the worker
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -74,6 +75,12 @@ class WorkerProcess:
         further files of the same tenant are queued. Raises OSError if the worker is gone."""
         self.jobs.send_bytes(pickle.dumps((config, profile, jobs, more)))
 
+    def prepare(self, config: Any, profile: Any) -> None:
+        """Say whose file comes next, before it is accepted: the worker imports the modules
+        of the tenant's sinks meanwhile. It writes nothing and answers nothing. Raises
+        OSError if the worker is gone."""
+        self.jobs.send_bytes(pickle.dumps((config, profile, [], False)))
+
     def is_alive(self) -> bool:
         return self._popen.poll() is None
 
@@ -103,6 +110,14 @@ def prestart(n: int) -> None:
     _prestarted.extend(WorkerProcess() for _ in range(n))
 
 
+def prepare_prestarted(config: Any, profile: Any) -> None:
+    """Tell the workers :func:`prestart` started whose file comes (``WorkerProcess.prepare``):
+    ``simbdp ingest`` does once it has loaded the tenant's profile."""
+    for proc in _prestarted:
+        with suppress(OSError):  # gone: the manager replaces it
+            proc.prepare(config, profile)
+
+
 def take_prestarted(n: int) -> list[WorkerProcess]:
     """Up to ``n`` of the workers :func:`prestart` started (a manager takes them over)."""
     taken = _prestarted[:n]
@@ -129,6 +144,9 @@ def serve_jobs(jobs: Connection, results: Connection) -> None:
                 config, profile, batch, more = pickle.loads(jobs.recv_bytes(MAX_JOB_BYTES))
             except EOFError:
                 return
+            if not batch:  # WorkerProcess.prepare: no file yet
+                _load_sinks(config, profile)
+                continue
             warm.switch(profile)
             try:
                 done = (run_file_group(config, profile, batch, warm) if len(batch) > 1
@@ -146,6 +164,18 @@ def serve_jobs(jobs: Connection, results: Connection) -> None:
         warm.close()
 
 
+def _load_sinks(config: Any, profile: Any) -> None:
+    """Import the modules of the sinks ``profile``'s tables write to."""
+    from simbdp.coredms.base import load_sink
+
+    for name in sorted({s for t in profile.tables for s in t.sinks}):
+        settings = config.sinks.get(name)
+        # one that cannot load (a driver missing) fails the file with its reason, as ever
+        with suppress(Exception):
+            if settings is not None:
+                load_sink(settings.kind)
+
+
 def main() -> None:
     # Ctrl-C reaches the whole process group: the manager, not the key, decides when a worker
     # stops (it lets files in flight finish for stop_grace_secs, then kills their workers)
@@ -153,6 +183,12 @@ def main() -> None:
     jobs = Connection(int(sys.argv[1]), writable=False)
     results = Connection(int(sys.argv[2]), readable=False)
     serve_jobs(jobs, results)
+    # its sinks, app runners and threads are closed and every answer sent: exit without the
+    # interpreter's teardown (freeing pyarrow's and DuckDB's modules), which the manager
+    # would wait for
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

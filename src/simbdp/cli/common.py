@@ -18,13 +18,15 @@ from simbdp.errors import AuthError, ConfigError, SimbdpError, TransientError
 from simbdp.observe.logs import configure_logging, get_logger
 from simbdp.profiles import Platform, load_platform
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "CliGroup", "console",
-           "err_console", "exit_code", "home_path", "load", "print_config_error"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "HOME", "CliGroup",
+           "console", "err_console", "exit_code", "home_path", "load", "print_config_error"]
 
 # piped output (CI logs, files) gets room for the report's columns instead of 80
 console = Console() if sys.stdout.isatty() else Console(width=160)
 # an error is one line, never cut by rich (the terminal wraps it if it must)
 err_console = Console(stderr=True, soft_wrap=True)
+#: the ``--home`` option of every command that works on a platform home
+HOME = typer.Option(None, "--home", envvar="SIMBDP_HOME", help="platform home")
 
 
 def home_path(home: Path | None) -> Path:

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import threading
 from pathlib import Path
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from simbdp.batch.staging import prepare_tenant_dirs
 from simbdp.cli.api import keys_app, push_command
-from simbdp.cli.common import EXIT_FAILED, EXIT_USAGE, CliGroup, console, err_console, load
+from simbdp.cli.common import HOME, CliGroup, console, load
 from simbdp.cli.crypto import encrypt, keyset_app
+from simbdp.cli.ingest import ingest
 from simbdp.cli.lake import lake_app
 from simbdp.cli.records import records_app
 from simbdp.cli.report import report
 from simbdp.cli.schema import schema
 from simbdp.cli.stream import publish, stream_app
-from simbdp.cli.tenants import HOME, tenants_app
+from simbdp.cli.tenants import tenants_app
 from simbdp.cli.top import top
 from simbdp.home import start_home, use_private_umask
 from simbdp.state import StateStore
@@ -49,53 +46,7 @@ def _private_files() -> None:
     use_private_umask()
 
 
-@app.command()
-def ingest(
-    files: list[Path] = typer.Argument(..., help="files to ingest"),
-    tenant: str = typer.Option(..., "--tenant", "-t"),
-    home: Path | None = HOME,
-) -> None:
-    """Ingest files for a tenant once and exit (for scripts). Files are copied to its staging
-    folder first; the originals are left untouched."""
-    platform = load(home, runs_apps=True)
-    start_home(platform.config)
-    profile = platform.tenant(tenant)  # unknown: a ConfigError, exit 2
-    staging = prepare_tenant_dirs(platform.config, profile.tenant_id)
-    staged = []
-    for f in files:
-        if not f.is_file():
-            err_console.print(f"[red]error[/red] {escape(str(f))}: no such file; "
-                              "give the path of a file to ingest", highlight=False)
-            raise typer.Exit(EXIT_USAGE)
-        dest = staging / f.name
-        part = staging / f".{f.name}.part"
-        shutil.copyfile(f, part)
-        part.replace(dest)
-        staged.append(dest)
-    from simbdp.batch import BatchIngestManager  # each command imports what it runs
-
-    store = StateStore.open(platform.config)
-    # one worker now (a DuckDB tenant uses one; more start if the files need them), which
-    # ensures the tenant's tables itself: the other tenants' are not this command's business
-    manager = BatchIngestManager(platform, store, warm=1, ensure=False)
-    try:
-        subs = manager.submit(tenant, staged)
-        manager.run_until_idle()
-    finally:
-        manager.close()
-    t = Table(title=f"tenant {tenant}")
-    for col in ("file", "outcome", "rows loaded", "rows rejected", "reason"):
-        t.add_column(col)
-    ok = True
-    for s in subs:
-        rec = store.record(s.record_id) or {}
-        outcome = rec.get("outcome", "?")
-        ok &= outcome in ("processed", "duplicate")  # a duplicate loaded before: no error
-        t.add_row(s.path.name, outcome, str(rec.get("rows_loaded", 0)),
-                  str(rec.get("rows_rejected", 0)), rec.get("reason") or "")
-    console.print(t)
-    if not ok:
-        raise typer.Exit(EXIT_FAILED)
+app.command("ingest")(ingest)
 
 
 @app.command()

@@ -13,7 +13,7 @@ import yaml
 from rich.table import Table
 
 from simbdp.batch.staging import prepare_tenant_dirs
-from simbdp.cli.common import console, err_console, home_path, load, print_config_error
+from simbdp.cli.common import HOME, console, err_console, home_path, load, print_config_error
 from simbdp.errors import ConfigError
 from simbdp.home import make_private
 from simbdp.profiles import check_profiles, load_profile, save_profile
@@ -22,10 +22,9 @@ from simbdp.units import format_bytes
 if TYPE_CHECKING:
     from simbdp.profiles.infer import Inferred
 
-__all__ = ["tenants_app"]
+__all__ = ["HOME", "tenants_app"]
 
 tenants_app = typer.Typer(help="Manage tenant service profiles.", no_args_is_help=True)
-HOME = typer.Option(None, "--home", envvar="SIMBDP_HOME", help="platform home")
 
 
 @tenants_app.command("init")

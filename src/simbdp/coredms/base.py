@@ -8,15 +8,17 @@ lives in the sink itself, so each sink of a multi-sink table is idempotent on it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from simbdp.profiles.models import TenantProfile
 from simbdp.profiles.platform import SinkSettings
 from simbdp.profiles.tables import TableSpec
 
-__all__ = ["SINKS", "LedgerEntry", "Sink", "SinkTransaction", "open_sink", "register_sink"]
+if TYPE_CHECKING:  # the manager opens sinks to ensure tables; only workers write batches
+    import pyarrow as pa
+
+__all__ = ["SINKS", "LedgerEntry", "Sink", "SinkTransaction", "load_sink", "open_sink",
+           "register_sink"]
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,15 @@ def register_sink(cls: type) -> type:
     return cls
 
 
-def open_sink(settings: SinkSettings) -> Sink:
-    """Instantiate the sink registered for ``settings.kind``."""
+def load_sink(kind: str) -> type:
+    """The sink class registered for ``kind``, its module (and driver) imported."""
     import importlib
 
-    module = {"duckdb": "duckdb_sink", "postgres": "postgres", "delta": "delta"}[settings.kind]
+    module = {"duckdb": "duckdb_sink", "postgres": "postgres", "delta": "delta"}[kind]
     importlib.import_module(f"simbdp.coredms.{module}")  # registers the sink
-    return SINKS[settings.kind](settings)
+    return SINKS[kind]
+
+
+def open_sink(settings: SinkSettings) -> Sink:
+    """Instantiate the sink registered for ``settings.kind``."""
+    return load_sink(settings.kind)(settings)

@@ -1,27 +1,57 @@
-"""The reader contract: a file becomes Arrow record batches, in bounded chunks."""
+"""The reader contract: a file becomes Arrow record batches, in bounded chunks.
+
+Light to import (no pyarrow): the batch manager checks file names with :func:`detect_format`
+in a process that never reads a file.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import BinaryIO, Literal, Protocol
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 from simbdp.profiles.base import FileType
 from simbdp.profiles.models import CsvOptions
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 __all__ = ["ENCRYPTED_SUFFIX", "Compression", "Decryptor", "ReadOptions", "ReadStats",
-           "is_encrypted"]
+           "detect_format", "is_encrypted"]
 
 Compression = Literal["none", "gzip", "zstd"]
 #: the last suffix of an encrypted file: ``orders.csv.enc``, ``orders.csv.gz.enc``
 ENCRYPTED_SUFFIX = ".enc"
 
 
+_TYPES: dict[str, FileType] = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "jsonl",
+                               ".ndjson": "jsonl", ".parquet": "parquet"}
+_COMPRESSIONS: dict[str, Compression] = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd",
+                                         ".zstd": "zstd"}
+
+
 def is_encrypted(filename: str) -> bool:
     """Whether the file's name says it is encrypted (``*.enc``)."""
     return PurePath(filename.lower()).suffix == ENCRYPTED_SUFFIX
+
+
+def detect_format(filename: str) -> tuple[FileType, Compression] | None:
+    """File type and compression from the name's suffixes, or None if not a known type.
+    A last ``.enc`` (encrypted) is looked through; Parquet cannot be read as a stream, so an
+    encrypted (or compressed) one is not a known type."""
+    p = PurePath(filename.lower())
+    encrypted = p.suffix == ENCRYPTED_SUFFIX
+    if encrypted:
+        p = PurePath(p.stem)
+    compression: Compression = "none"
+    suffix = p.suffix
+    if suffix in _COMPRESSIONS:
+        compression = _COMPRESSIONS[suffix]
+        suffix = PurePath(p.stem).suffix
+    ftype = _TYPES.get(suffix)
+    if ftype is None or (ftype == "parquet" and (compression != "none" or encrypted)):
+        return None
+    return ftype, compression
 
 
 class Decryptor(Protocol):

@@ -20,48 +20,23 @@ import io
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
-import pyarrow.parquet as pq
 
 from simbdp.errors import FormatError, Rejected
-from simbdp.formats.base import ENCRYPTED_SUFFIX, Compression, ReadOptions, ReadStats
+from simbdp.formats.base import ReadOptions, ReadStats, detect_format
 from simbdp.formats.locate import locate
-from simbdp.profiles.base import FileType
 from simbdp.scratch import scratch
 
 __all__ = ["detect_format", "read_batches"]
 
-_TYPES: dict[str, FileType] = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "jsonl",
-                               ".ndjson": "jsonl", ".parquet": "parquet"}
-_COMPRESSIONS: dict[str, Compression] = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd",
-                                         ".zstd": "zstd"}
 _PARQUET_ROWS = 128 * 1024
 _Make = Callable[[int, pa.Schema | None], Iterable[pa.RecordBatch]]
-
-
-def detect_format(filename: str) -> tuple[FileType, Compression] | None:
-    """File type and compression from the name's suffixes, or None if not a known type.
-    A last ``.enc`` (encrypted) is looked through; Parquet cannot be read as a stream, so an
-    encrypted (or compressed) one is not a known type."""
-    p = PurePath(filename.lower())
-    encrypted = p.suffix == ENCRYPTED_SUFFIX
-    if encrypted:
-        p = PurePath(p.stem)
-    compression: Compression = "none"
-    suffix = p.suffix
-    if suffix in _COMPRESSIONS:
-        compression = _COMPRESSIONS[suffix]
-        suffix = PurePath(p.stem).suffix
-    ftype = _TYPES.get(suffix)
-    if ftype is None or (ftype == "parquet" and (compression != "none" or encrypted)):
-        return None
-    return ftype, compression
 
 
 def read_batches(path: Path, options: ReadOptions, stats: ReadStats | None = None
@@ -359,6 +334,8 @@ def _duckdb_json(path: Path, options: ReadOptions, stats: ReadStats, fmt: str,
 
 
 def _parquet(path: Path, options: ReadOptions, stats: ReadStats) -> Iterator[pa.RecordBatch]:
+    import pyarrow.parquet as pq  # here: a worker reading CSV never needs it
+
     try:
         f = pq.ParquetFile(str(path))
     except (pa.ArrowInvalid, OSError) as e:

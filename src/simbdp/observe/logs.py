@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line, for every decision the platform takes."""
+"""Structured logs: one JSON object per line, for every decision the platform takes.
+
+structlog (and the rich and asyncio modules it brings) is imported by the first logger or
+configuration, not with this module: a batch worker that logs nothing never loads it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
-
-import structlog
 
 __all__ = ["configure_logging", "get_logger"]
 
@@ -32,6 +34,8 @@ def configure_logging(log_file: Path | None = None, *, console: bool = False,
     root.propagate = False
     # watchdog warns when its emitter thread is stopped with events queued: not ours to show
     logging.getLogger("watchdog").setLevel(logging.ERROR)
+    import structlog
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -47,4 +51,6 @@ def configure_logging(log_file: Path | None = None, *, console: bool = False,
 
 
 def get_logger(name: str = "simbdp", **bound: Any) -> Any:
+    import structlog
+
     return structlog.get_logger(name).bind(**bound)
