@@ -47,6 +47,7 @@ _ERRORS = (NatsError, OSError, asyncio.TimeoutError)
 _JS_READY_SECS = 5.0
 OP_TIMEOUT_SECS = 15.0  # no call waits longer on a server that does not answer
 PUBACK_SECS = 5.0  # nats-py's default wait for one PubAck
+_DURABLE = "ingest"  # the tenant's durable pull consumer
 
 
 def _redelivered(m: Any) -> bool:
@@ -221,7 +222,7 @@ class NatsBroker:
         if tenant not in self._subs:
             await self._declare(tenant)
             self._subs[tenant] = await self._js.pull_subscribe(
-                f"{self.prefix}.{tenant}.in", durable="ingest", stream=self._stream(tenant),
+                f"{self.prefix}.{tenant}.in", durable=_DURABLE, stream=self._stream(tenant),
                 config=ConsumerConfig(ack_wait=self.ack_wait, max_ack_pending=20_000))
         return self._subs[tenant]
 
@@ -235,39 +236,52 @@ class NatsBroker:
             return []
         except _ERRORS as e:
             raise BrokerUnavailable(f"NATS fetch for tenant {tenant!r} failed: {e}") from e
-        out = []
+        return self._deliveries(tenant, msgs)
+
+    def _deliveries(self, tenant: str, msgs: list[Any]) -> list[Delivery]:
+        """One pass, as cheap per message as can be: nats-py parsed each message's headers
+        into a dict of its own, so the broker's two are popped from it, not copied out; a
+        first delivery is told by its reply subject's prefix alone."""
+        first = f"$JS.ACK.{self._stream(tenant)}.{_DURABLE}.1."
+        now = time.time()  # a tenant's own client may send neither: the receipt time,
+        out: list[Delivery] = []  # and the content hash
+        append = out.append
         for m in msgs:
-            headers = dict(m.headers or {})
-            # a tenant's own client may send neither: the content hash, the receipt time
-            mid = headers.pop("Nats-Msg-Id", "") or \
+            headers = m.headers
+            if headers is None:
+                headers = {}
+            mid = headers.pop("Nats-Msg-Id", None) or \
                 "sha256:" + hashlib.sha256(m.data).hexdigest()
-            out.append(Delivery(id=mid, body=m.data,
-                                published_at=float(headers.pop("x-published-at", time.time())),
-                                redelivered=_redelivered(m), headers=headers, token=m))
+            at = headers.pop("x-published-at", None)
+            append(Delivery(mid, m.data, now if at is None else float(at),
+                            not m.reply.startswith(first) and _redelivered(m), headers, m))
         return out
 
-    async def _settle(self, deliveries: list[Delivery], payload: bytes, what: str) -> None:
-        """One publish to each message's reply subject (buffered by nats-py, no round trip
-        each), then one flush: a micro-batch costs one round trip, not one task per message
-        as ``gather(*(m.ack() ...))`` did. JetStream has no multi-message ack for a consumer
-        shared by several instances (``AckAll`` would settle other instances' messages)."""
+    async def _settle(self, deliveries: list[Delivery], payload: str, what: str) -> None:
+        """One ``PUB`` to each message's reply subject, all written as one buffer into
+        nats-py's pending output (``Client._send_command``, what ``publish`` ends in), then
+        one flush: a micro-batch costs one round trip and one string join, not a ``publish``
+        call per message (subject checks, a frame and a list append each: a tenth of the
+        consumer's time). The reply subjects come from the server's MSG lines, so they hold
+        no spaces. JetStream has no multi-message ack for a consumer shared by several
+        instances (``AckAll`` would settle other instances' messages)."""
         if not deliveries:
             return
         try:
             self._check_alive()
-            publish = self._nc.publish
-            for d in deliveries:
-                await publish(d.token.reply, payload)
+            tail = f" {len(payload.encode())}\r\n{payload}\r\n"
+            frames = (tail + "PUB ").join([d.token.reply for d in deliveries])
+            await self._nc._send_command(f"PUB {frames}{tail}".encode())
             await asyncio.wait_for(self._nc.flush(), OP_TIMEOUT_SECS)
         except _ERRORS as e:
             raise BrokerUnavailable(f"NATS {what} failed: {e}") from e
 
     async def ack(self, tenant: str, deliveries: list[Delivery], *,
                   whole_batch: bool = False) -> None:
-        await self._settle(deliveries, b"", "ack")  # what nats-py's Msg.ack() sends
+        await self._settle(deliveries, "", "ack")  # what nats-py's Msg.ack() sends
 
     async def nack(self, tenant: str, deliveries: list[Delivery]) -> None:
-        await self._settle(deliveries, b"-NAK", "nak")
+        await self._settle(deliveries, "-NAK", "nak")
 
     async def dead_letter(self, tenant: str, delivery: Delivery, reason: str) -> None:
         m = OutMessage(delivery.id, delivery.body, delivery.published_at, delivery.headers)
