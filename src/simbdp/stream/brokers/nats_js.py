@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import nats
+from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType
@@ -61,6 +62,37 @@ def _redelivered(m: Any) -> bool:
     if len(tokens) >= 12:
         return tokens[6] != "1"
     return bool(m.metadata.num_delivered > 1)
+
+
+_HEADER_NAME_SPACES = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.isspace() finds in ASCII
+
+
+def _header_lines(raw: bytes) -> dict[str, str]:
+    """nats-py's ``Client._parse_header_lines`` (2.16) to the letter, a third of its time:
+    the check for spaces in a name is one ``bytes.translate``, not a generator over its
+    characters. It parsed every message's headers in a fifth of the consumer's time."""
+    out: dict[str, str] = {}
+    for line in raw.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if sep:
+            key = name.strip()
+            if key.isascii() and len(key.translate(None, _HEADER_NAME_SPACES)) == len(key):
+                out[key.decode()] = value.strip().decode("utf-8", "replace")
+    return out
+
+
+class _Client(NatsClient):
+    """nats-py's client with the faster header parser (used when ``fast_mail_parser`` is
+    not installed, as here)."""
+
+    _parse_header_lines = staticmethod(_header_lines)
+
+
+async def _connect(url: str, **options: Any) -> NatsClient:
+    """``nats.connect`` with :class:`_Client`."""
+    nc = _Client()
+    await nc.connect(url, **options)
+    return nc
 
 
 async def _quiet(_: Exception) -> None:
@@ -101,7 +133,7 @@ class NatsBroker:
         try:
             # one quick attempt: nats-py 2.16 with allow_reconnect=False waits forever on a
             # server that is down; the caller's back-off does the waiting
-            self._nc = await asyncio.wait_for(nats.connect(
+            self._nc = await asyncio.wait_for(_connect(
                 self.url, connect_timeout=5, max_reconnect_attempts=1, reconnect_time_wait=0.1,
                 error_cb=_quiet), 7)
         except _ERRORS as e:
