@@ -273,7 +273,10 @@ class NatsBroker:
     def _deliveries(self, tenant: str, msgs: list[Any]) -> list[Delivery]:
         """One pass, as cheap per message as can be: nats-py parsed each message's headers
         into a dict of its own, so the broker's two are popped from it, not copied out; a
-        first delivery is told by its reply subject's prefix alone."""
+        first delivery is told by its reply subject's prefix alone. The token is the reply
+        subject (all an ack needs), not nats-py's message: a micro-batch in flight then holds
+        one object per message that the garbage collector scans, not two (the collector's
+        passes over the batches in flight took a sixth of the consumer's time)."""
         first = f"$JS.ACK.{self._stream(tenant)}.{_DURABLE}.1."
         now = time.time()  # a tenant's own client may send neither: the receipt time,
         out: list[Delivery] = []  # and the content hash
@@ -286,7 +289,8 @@ class NatsBroker:
                 "sha256:" + hashlib.sha256(m.data).hexdigest()
             at = headers.pop("x-published-at", None)
             append(Delivery(mid, m.data, now if at is None else float(at),
-                            not m.reply.startswith(first) and _redelivered(m), headers, m))
+                            not m.reply.startswith(first) and _redelivered(m), headers,
+                            m.reply))
         return out
 
     async def _settle(self, deliveries: list[Delivery], payload: str, what: str) -> None:
@@ -302,7 +306,7 @@ class NatsBroker:
         try:
             self._check_alive()
             tail = f" {len(payload.encode())}\r\n{payload}\r\n"
-            frames = (tail + "PUB ").join([d.token.reply for d in deliveries])
+            frames = (tail + "PUB ").join([d.token for d in deliveries])
             await self._nc._send_command(f"PUB {frames}{tail}".encode())
             await asyncio.wait_for(self._nc.flush(), OP_TIMEOUT_SECS)
         except _ERRORS as e:
@@ -319,9 +323,9 @@ class NatsBroker:
         m = OutMessage(delivery.id, delivery.body, delivery.published_at, delivery.headers)
         try:
             await self._publish(f"{self.prefix}.{tenant}.dlq", m, {"x-reason": reason})
-            await delivery.token.ack()
         except _ERRORS as e:
             raise BrokerUnavailable(f"NATS dead-letter failed: {e}") from e
+        await self._settle([delivery], "", "dead-letter ack")
 
     async def read_dead_letters(self, tenant: str, limit: int = 100) -> list[Delivery]:
         await self._declare(tenant)
