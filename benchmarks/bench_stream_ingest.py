@@ -1,7 +1,8 @@
 """Stream ingestion benchmark: one simbdp instance beside the strongest bare broker clients.
 
     python -m benchmarks.bench_stream_ingest [--quick] [--json PATH] [--messages 50000]
-        [--runs 3] [--rabbit URL] [--nats URL] [--pg DSN]
+        [--runs 3] [--only SCENARIO] [--broker rabbitmq|nats] [--rabbit URL] [--nats URL]
+        [--pg DSN]
 
 Every scenario runs the bare client and simbdp on the same kind of queue (created by simbdp's
 broker code, filled by the same publisher), alternated, ``--runs`` times each; the figures are
@@ -440,13 +441,15 @@ async def suite(args: argparse.Namespace) -> Results:
                                                                          "extras"]))
     with tempfile.TemporaryDirectory(dir=data) as tmp:
         root = Path(tmp)
-        for engine, broker in (("rabbitmq", rmq), ("nats", nts)):
+        engines = [(e, b) for e, b in (("rabbitmq", rmq), ("nats", nts))
+                   if not args.broker or e in args.broker]
+        for engine, broker in engines:
             if "drain" in only:
                 await compare(res, root, engine, broker, None, "DuckDB", n, runs, "drain")
             if "live" in only:
                 await compare(res, root, engine, broker, None, "DuckDB", args.live_messages,
                               runs, "live")
-        for engine, broker in (("rabbitmq", rmq), ("nats", nts)):
+        for engine, broker in engines:
             if "pg" in only:
                 await compare(res, root, engine, broker, pg, "PostgreSQL", n, runs, "drain")
             if "steady" in only:  # 10 s at a steady rate, as the latency figures before
@@ -580,6 +583,8 @@ def main() -> None:
     ap.add_argument("--only", action="append",
                     choices=["drain", "live", "pg", "steady", "extras"],
                     help="run only these scenarios (repeat the option for several)")
+    ap.add_argument("--broker", action="append", choices=["rabbitmq", "nats"],
+                    help="run only these brokers' scenarios (repeat the option for both)")
     ap.add_argument("--rabbit", default="amqp://guest:guest@127.0.0.1:5672/")
     ap.add_argument("--nats", default="nats://127.0.0.1:4222")
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")

@@ -216,3 +216,27 @@ def test_nats_confirmed_publish_survives_a_server_sigkill(own_nats, unique_prefi
         finally:
             await b.close()
     assert run(find()) == ["kept0"]
+
+
+@pytest.mark.nats
+def test_nats_what_was_pulled_ahead_comes_back_when_the_broker_closes(nats_url, unique_prefix):
+    settings = BrokerSettings(kind="nats", url=nats_url, lease_secs=60)
+
+    async def go() -> None:
+        a = await _broker(settings, unique_prefix)
+        b = await _broker(settings, unique_prefix)
+        try:
+            await a.publish("acme", msgs(20))
+            first = await _drain(a, "acme", 5)
+            await asyncio.sleep(0.5)  # the pull made ahead brings the next 5
+            await a.close()  # and gives them back: not 60 s later
+            rest = await _drain(b, "acme", 15, secs=5)
+            assert [d.id for d in first] == [f"m{i}" for i in range(5)]
+            assert sorted(d.id for d in rest) == sorted(f"m{i}" for i in range(5, 20))
+            await b.ack("acme", rest)
+        finally:
+            await b.purge("acme")
+            await b.purge("beta")
+            await b.close()
+            await a.close()
+    run(go())
