@@ -247,10 +247,9 @@ class MicroBatches:
                                   f"{self.tenant!r} does not own (app tables: {sorted(owned)})"))
             else:
                 routed.append(d)
-        w = self.window  # a report may start a new window meanwhile: this batch counts here
         async with self._transforming:  # the app runner serves one batch at a time, in order
             good, done = await asyncio.to_thread(self._decode_and_transform, routed, poison,
-                                                 w.id)
+                                                 self.window.id)
         poison.extend(done.poison)
         bad_ids = {d.id for d, _ in poison}
         keep = [d for d in good if d.id not in bad_ids] if bad_ids else good
@@ -266,6 +265,7 @@ class MicroBatches:
                 await self._commit(done.outputs, keep)
             else:
                 await self._commit_now(done.outputs, keep, sinks)
+        w = self.window  # now, not before: a report meanwhile has sent the earlier one
         w.rows_rejected += len(poison) + done.rows_rejected
         if count:  # a redo's messages were counted the first time
             w.messages += len(batch)

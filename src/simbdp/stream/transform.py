@@ -46,7 +46,8 @@ class Transform:
 
     def __call__(self, rows: pa.Table, good: list[Delivery], ingestion: str = "") -> Transformed:
         """``rows`` carries ``_simbdp_msg``, the index of each row's message in ``good``.
-        ``ingestion`` (the report window's id) is what quarantined rows name as theirs."""
+        ``ingestion`` (the id of the report window checking them) is what quarantined rows
+        name as theirs."""
         out = Transformed()
         if not good:
             return out
