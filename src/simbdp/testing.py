@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from simbdp.stream.manager import StreamManager
 
 __all__ = ["EVENTS_TABLE", "REDDIT_TABLE", "crash_at_fault", "drop", "free_port",
-           "make_platform", "missing", "stream_tenant", "tenant_profile", "wait_for",
-           "wait_port"]
+           "make_platform", "missing", "stream_tenant", "table_rows", "tenant_profile",
+           "wait_for", "wait_port"]
 
 REDDIT_TABLE: dict[str, Any] = {
     "name": "comments",
@@ -170,3 +170,16 @@ def wait_for(cond: Callable[[], object], secs: float = 30.0, every: float = 0.1)
             return True
         time.sleep(every)
     return False
+
+
+def table_rows(platform: Platform, sink: str, tenant: str, table: str, *, order_by: str,
+               limit: int = 1000) -> list[dict[str, Any]]:
+    """A tenant table's rows in one sink, as dicts sorted by ``order_by``."""
+    from simbdp.coredms.base import open_sink
+
+    s = open_sink(platform.config.sinks[sink])
+    try:
+        got = s.read_rows(platform.tenant(tenant), table, limit=limit).to_pylist()
+    finally:
+        s.close()
+    return sorted(got, key=lambda r: r[order_by])

@@ -48,7 +48,7 @@ _RECORD_FIELDS = (
 REPORT_JSON = ("quality", "sinks")
 
 
-def _encode_quality(row: dict[str, Any], fields: tuple[str, ...] = ("quality",)
+def _encode_json(row: dict[str, Any], fields: tuple[str, ...] = ("quality",)
                     ) -> dict[str, Any]:
     """``fields`` stored as JSON text (they may come as dicts)."""
     for f in fields:
@@ -57,7 +57,7 @@ def _encode_quality(row: dict[str, Any], fields: tuple[str, ...] = ("quality",)
     return row
 
 
-def _decode_quality(rows: list[dict[str, Any]], fields: tuple[str, ...] = ("quality",)
+def _decode_json(rows: list[dict[str, Any]], fields: tuple[str, ...] = ("quality",)
                     ) -> list[dict[str, Any]]:
     """``fields`` read back as dicts (None if not JSON)."""
     for r in rows:
@@ -126,7 +126,7 @@ class StateStore:
             raise ValueError(f"unknown record fields {sorted(unknown)}")
         if "reason" in rec:
             rec["reason"] = short_reason(rec["reason"])
-        _encode_quality(rec)
+        _encode_json(rec)
         cols = ", ".join(rec)
         self.db.execute(f"INSERT INTO ingestions ({cols}) VALUES ({', '.join('?' * len(rec))})",
                         list(rec.values()))
@@ -150,13 +150,13 @@ class StateStore:
             raise ValueError(f"unknown record fields {sorted(unknown)}")
         if "reason" in fields:
             fields["reason"] = short_reason(fields["reason"])
-        _encode_quality(fields)
+        _encode_json(fields)
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.db.execute(f"UPDATE ingestions SET {sets} WHERE id = ?",
                         [*fields.values(), record_id])
 
     def record(self, record_id: str) -> dict[str, Any] | None:
-        rows = _decode_quality(self.db.query("SELECT * FROM ingestions WHERE id = ?",
+        rows = _decode_json(self.db.query("SELECT * FROM ingestions WHERE id = ?",
                                              [record_id]))
         return rows[0] if rows else None
 
@@ -165,7 +165,7 @@ class StateStore:
                 source: str | None = None, content_key: str | None = None, limit: int = 1000,
                 offset: int = 0) -> list[dict[str, Any]]:
         """Records, newest first, filtered; ``quality`` as a dict (or None)."""
-        return _decode_quality(self._select(
+        return _decode_json(self._select(
             "ingestions", "started_at", since, limit, offset, tenant=tenant, kind=kind,
             outcome=outcome, source=source, content_key=content_key))
 
@@ -234,7 +234,7 @@ class StateStore:
     # stream: reports, decisions, desired instances -----------------------------------------
     def add_stream_report(self, report: dict[str, Any]) -> bool:
         """Store a report; False if one with its ``id`` is stored already (a redelivery)."""
-        rec = _encode_quality({"id": uuid.uuid4().hex, **report}, REPORT_JSON)
+        rec = _encode_json({"id": uuid.uuid4().hex, **report}, REPORT_JSON)
         cols = ", ".join(rec)
         if self.db.query("SELECT 1 AS x FROM stream_reports WHERE id = ?", [rec["id"]]):
             return False
@@ -245,12 +245,12 @@ class StateStore:
 
     def stream_reports(self, tenant: str | None = None, app: str | None = None,
                        since: float | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
-        return _decode_quality(self._select("stream_reports", "window_end", since, limit,
+        return _decode_json(self._select("stream_reports", "window_end", since, limit,
                                             tenant=tenant, app=app), REPORT_JSON)
 
     def stream_report(self, report_id: str) -> dict[str, Any] | None:
         """One stream report by id (``quality`` as a dict), or None."""
-        rows = _decode_quality(self.db.query("SELECT * FROM stream_reports WHERE id = ?",
+        rows = _decode_json(self.db.query("SELECT * FROM stream_reports WHERE id = ?",
                                              [report_id]), REPORT_JSON)
         return rows[0] if rows else None
 

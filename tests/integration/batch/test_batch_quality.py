@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from simbdp.coredms.base import open_sink
-from simbdp.testing import drop, tenant_profile
+from simbdp.testing import drop, table_rows, tenant_profile
 
 RULES: list[dict[str, Any]] = [
     {"name": "uid", "column": "id", "check": "unique"},
@@ -145,12 +145,7 @@ def any_sink(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
 
 
 def _quarantined(env: Any, sink: str) -> list[dict[str, Any]]:
-    s = open_sink(env.config.sinks[sink])
-    try:
-        rows = s.read_rows(env.platform.tenant("acme"), "readings_quarantine", limit=1000)
-        return sorted(rows.to_pylist(), key=lambda r: r["quality_row"])
-    finally:
-        s.close()
+    return table_rows(env.platform, sink, "acme", "readings_quarantine", order_by="quality_row")
 
 
 def test_failing_rows_land_in_the_quarantine_table_once(make_env, any_sink):

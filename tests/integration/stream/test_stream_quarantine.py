@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 
-from simbdp.coredms.base import open_sink
 from simbdp.stream import retry
 from simbdp.stream.brokers import open_broker
 from simbdp.stream.client import make_messages, publish
 from simbdp.stream.instance import StreamInstance
 from simbdp.stream.monitor import StreamMonitor
-from simbdp.testing import EVENTS_TABLE, stream_tenant
+from simbdp.testing import EVENTS_TABLE, stream_tenant, table_rows
 
 RULES: list[dict[str, Any]] = [
     {"name": "uid", "column": "n", "check": "unique"},
@@ -40,12 +39,7 @@ def rows(n: int, bad: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def quarantined(env: Any, sink: str = "default") -> list[dict[str, Any]]:
-    s = open_sink(env.config.sinks[sink])
-    try:
-        got = s.read_rows(env.platform.tenant("acme"), "events_quarantine", limit=1000)
-        return sorted(got.to_pylist(), key=lambda r: r["quality_source"])
-    finally:
-        s.close()
+    return table_rows(env.platform, sink, "acme", "events_quarantine", order_by="quality_source")
 
 
 def test_failing_rows_go_to_the_quarantine_table_and_their_messages_are_acked(
